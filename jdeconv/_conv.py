@@ -1,0 +1,259 @@
+"""The forward model: 2-D convolution in four geometries, and its two adjoints.
+
+Conventions (``x`` is the image, shape (m, n); ``h`` the kernel, shape (k, l)):
+
+* ``"valid"`` — MATLAB ``conv2(x, h, 'valid')`` / ``scipy.signal.convolve2d``:
+  ``y[i, j] = sum_{a, b} h[a, b] x[i + k-1-a, j + l-1-b]``, shape (m-k+1, n-l+1).
+* ``"full"`` — zero boundary, shape (m+k-1, n+l-1).
+* ``"same"`` — the central (m, n) part of ``"full"``, starting at row
+  ``(k-1)//2`` and column ``(l-1)//2``, exactly as ``scipy.signal.convolve2d``.
+  For even kernel sizes MATLAB's ``conv2(..., 'same')`` starts one pixel later
+  (at ``k//2``); ``full[k//2:k//2+m, l//2:l//2+n]`` reproduces MATLAB.
+* ``"circular"`` — periodic boundary with the same centre as ``"same"``:
+  ``scipy.signal.convolve2d(x, h, "same", boundary="wrap")``, shape (m, n).
+
+Every mode is ``valid`` convolution of a padded image ``P x`` (no padding,
+zero padding, or periodic padding). The adjoint with respect to the kernel is
+then the correlation of ``P x`` with the residual, cropped to the kernel
+support, and the adjoint with respect to the image is ``P^T`` applied to the
+full convolution of the residual with the flipped kernel.
+
+Two implementations are provided: direct (``lax.conv_general_dilated`` at
+``Precision.HIGHEST``) and FFT; ``method="auto"`` takes the FFT when the
+smaller operand is large.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jdeconv import _checks
+
+METHODS = ("auto", "direct", "fft")
+# Direct convolution costs ~ k*l per output pixel, FFT ~ log(m*n): switch when
+# the smaller operand has more taps than this (measured on CPU, see
+# benchmarks/bench_conv.py).
+_FFT_TAPS = 100
+
+
+def _padding(image_shape, kernel_shape, mode):
+    """((top, bottom), (left, right)) padding that turns ``mode`` into valid."""
+    (k, l) = kernel_shape
+    if mode == "valid":
+        return ((0, 0), (0, 0))
+    if mode == "full":
+        return ((k - 1, k - 1), (l - 1, l - 1))
+    ck, cl = (k - 1) // 2, (l - 1) // 2
+    return ((k - 1 - ck, ck), (l - 1 - cl, cl))
+
+
+def _pad(x, kernel_shape, mode):
+    """The padded image ``P x`` whose valid convolution gives ``mode``."""
+    pads = _padding(x.shape, kernel_shape, mode)
+    if mode == "valid":
+        return x
+    return jnp.pad(x, pads, mode="wrap" if mode == "circular" else "constant")
+
+
+def _fold_rows(z, top, size, bottom, periodic):
+    """Transpose of padding the rows of an array by ``top``/``bottom``."""
+    core = z[top:top + size]
+    if periodic and top:
+        core = core.at[size - top:].add(z[:top])
+    if periodic and bottom:
+        core = core.at[:bottom].add(z[top + size:])
+    return core
+
+
+def _pad_transpose(z, image_shape, kernel_shape, mode):
+    """``P^T z``: crop for zero padding, fold back for periodic padding."""
+    if mode == "valid":
+        return z
+    (m, n) = image_shape
+    (top, bottom), (left, right) = _padding(image_shape, kernel_shape, mode)
+    periodic = mode == "circular"
+    z = _fold_rows(z, top, m, bottom, periodic)
+    return _fold_rows(z.T, left, n, right, periodic).T
+
+
+def _use_fft(method, taps):
+    if method == "auto":
+        return taps > _FFT_TAPS
+    return method == "fft"
+
+
+def _valid_conv_direct(x, h):
+    """valid convolution of 2-D ``x`` with 2-D ``h`` via lax (h flipped)."""
+    out = lax.conv_general_dilated(
+        x[None, None], h[::-1, ::-1][None, None], window_strides=(1, 1),
+        padding="VALID", precision=lax.Precision.HIGHEST)
+    return out[0, 0]
+
+
+def _valid_corr_direct(x, r):
+    """valid correlation ``c[s, t] = sum_ij r[i, j] x[i+s, j+t]``."""
+    out = lax.conv_general_dilated(
+        x[None, None], r[None, None], window_strides=(1, 1), padding="VALID",
+        precision=lax.Precision.HIGHEST)
+    return out[0, 0]
+
+
+def _full_conv_fft(a, b):
+    """Full linear convolution of two 2-D arrays with real FFTs."""
+    shape = (a.shape[0] + b.shape[0] - 1, a.shape[1] + b.shape[1] - 1)
+    fa = jnp.fft.rfft2(a, s=shape)
+    fb = jnp.fft.rfft2(b, s=shape)
+    return jnp.fft.irfft2(fa * fb, s=shape).astype(a.dtype)
+
+
+def _valid_conv_fft(x, h):
+    (m, n), (k, l) = x.shape, h.shape
+    return _full_conv_fft(x, h)[k - 1:m, l - 1:n]
+
+
+def _valid_corr_fft(x, r):
+    (m, n), (M, N) = x.shape, r.shape
+    return _full_conv_fft(x, r[::-1, ::-1])[M - 1:m, N - 1:n]
+
+
+def _valid_conv(x, h, method):
+    if _use_fft(method, min(h.size, x.size)):
+        return _valid_conv_fft(x, h)
+    return _valid_conv_direct(x, h)
+
+
+def _valid_corr(x, r, method):
+    if _use_fft(method, min(r.size, x.size)):
+        return _valid_corr_fft(x, r)
+    return _valid_corr_direct(x, r)
+
+
+def _check_method(method):
+    return _checks.check_choice("method", method, METHODS)
+
+
+def conv2d(x, h, mode: str = "valid", *, method: str = "auto") -> jax.Array:
+    """2-D convolution of an image with a kernel (not commutative in 'valid').
+
+    Args:
+      x: image, shape (m, n). Integer images are converted to float.
+      h: kernel, shape (k, l).
+      mode: ``"valid"`` (m-k+1, n-l+1), ``"same"`` (m, n), ``"full"``
+        (m+k-1, n+l-1) or ``"circular"`` (m, n, periodic); see the module
+        docstring for the exact index conventions (scipy's for ``"same"``).
+      method: ``"direct"``, ``"fft"`` or ``"auto"`` (results agree to float
+        tolerance).
+
+    Returns:
+      The blurred image, dtype the common float type of ``x`` and ``h``.
+
+    Raises:
+      ValueError: if an input is not 2-D, empty or non-finite, if the mode is
+        unknown, or if the kernel is larger than the image in ``"valid"`` or
+        ``"circular"`` mode.
+
+    Example:
+      >>> import jax.numpy as jnp, jdeconv
+      >>> jdeconv.conv2d(jnp.ones((4, 5)), jnp.ones((2, 2))).shape
+      (3, 4)
+
+    Notes:
+      ``y[i, j] = sum_{a<k, b<l} h[a, b] (P x)[i + k-1-a, j + l-1-b]`` with ``P``
+      the padding of ``mode``. As a linear map of ``h`` its adjoint is
+      :func:`conv2d_adjoint_kernel`; as a map of ``x``,
+      :func:`conv2d_adjoint_image`.
+    """
+    mode = _checks.check_mode(mode)
+    _check_method(method)
+    x = _checks.as_float_array("x (image)", x)
+    h = _checks.as_float_array("h (kernel)", h)
+    x, h = _checks.common_float(x, h)
+    _checks.check_kernel_fits(x.shape, h.shape, mode)
+    return _valid_conv(_pad(x, h.shape, mode), h, method)
+
+
+def conv2d_adjoint_kernel(x, r, kernel_shape, mode: str = "valid", *,
+                          method: str = "auto") -> jax.Array:
+    """Adjoint of ``h -> conv2d(x, h, mode)``: the correlation ``x ⋆ r``.
+
+    This is the core of the loss gradient: ``grad_h ½||x*h − y||² =
+    conv2d_adjoint_kernel(x, x*h − y, h.shape, mode)``.
+
+    Args:
+      x: image, shape (m, n).
+      r: array in the output space of ``conv2d(x, h, mode)`` (e.g. a residual).
+      kernel_shape: ``(k, l)`` or an int.
+      mode: geometry, as in :func:`conv2d`.
+      method: ``"direct"``, ``"fft"`` or ``"auto"``.
+
+    Returns:
+      Array of shape (k, l) with ``<conv2d(x, h), r> = <h, result>`` for all h.
+
+    Example:
+      >>> import jax.numpy as jnp, jdeconv
+      >>> jdeconv.conv2d_adjoint_kernel(jnp.ones((5, 5)), jnp.ones((3, 3)), 3).shape
+      (3, 3)
+
+    Notes:
+      ``g[a, b] = sum_{i,j} r[i, j] (P x)[i + k-1-a, j + l-1-b]``: the valid
+      correlation of the padded image with ``r``, flipped.
+    """
+    mode = _checks.check_mode(mode)
+    _check_method(method)
+    kshape = _checks.kernel_shape_tuple(kernel_shape)
+    x = _checks.as_float_array("x (image)", x)
+    r = _checks.as_float_array("r (residual)", r)
+    x, r = _checks.common_float(x, r)
+    _checks.check_kernel_fits(x.shape, kshape, mode)
+    expected = _checks.output_shape(x.shape, kshape, mode)
+    if tuple(r.shape) != expected:
+        raise ValueError(
+            f"r has shape {tuple(r.shape)} but conv2d of an image {tuple(x.shape)} with a "
+            f"kernel {kshape} in mode {mode!r} has shape {expected}; pass a residual of "
+            "that shape.")
+    c = _valid_corr(_pad(x, kshape, mode), r, method)
+    return c[::-1, ::-1]
+
+
+def conv2d_adjoint_image(h, r, image_shape, mode: str = "valid", *,
+                         method: str = "auto") -> jax.Array:
+    """Adjoint of ``x -> conv2d(x, h, mode)`` (correlation with the kernel).
+
+    Args:
+      h: kernel, shape (k, l).
+      r: array in the output space of ``conv2d(x, h, mode)``.
+      image_shape: ``(m, n)``, the shape of the image space.
+      mode: geometry, as in :func:`conv2d`.
+      method: ``"direct"``, ``"fft"`` or ``"auto"``.
+
+    Returns:
+      Array of shape (m, n) with ``<conv2d(x, h), r> = <x, result>`` for all x.
+
+    Example:
+      >>> import jax.numpy as jnp, jdeconv
+      >>> jdeconv.conv2d_adjoint_image(jnp.ones((2, 2)), jnp.ones((3, 4)), (4, 5)).shape
+      (4, 5)
+
+    Notes:
+      ``P^T (r * flip(h))_full``, with ``P`` the padding of ``mode`` (crop for
+      zero padding, fold back for periodic padding).
+    """
+    mode = _checks.check_mode(mode)
+    _check_method(method)
+    ishape = _checks.kernel_shape_tuple(image_shape, name="image_shape")
+    h = _checks.as_float_array("h (kernel)", h)
+    r = _checks.as_float_array("r (residual)", r)
+    h, r = _checks.common_float(h, r)
+    _checks.check_kernel_fits(ishape, h.shape, mode)
+    expected = _checks.output_shape(ishape, h.shape, mode)
+    if tuple(r.shape) != expected:
+        raise ValueError(
+            f"r has shape {tuple(r.shape)} but conv2d of an image {ishape} with a kernel "
+            f"{tuple(h.shape)} in mode {mode!r} has shape {expected}; pass a residual of "
+            "that shape.")
+    (k, l) = h.shape
+    rp = jnp.pad(r, ((k - 1, k - 1), (l - 1, l - 1)))
+    z = _valid_conv(rp, h[::-1, ::-1], method)
+    return _pad_transpose(z, ishape, h.shape, mode)
