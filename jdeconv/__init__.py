@@ -8,6 +8,9 @@ priors such as the simplex (nonnegative, sum to one).
 from jdeconv._conv import conv2d as conv2d
 from jdeconv._conv import conv2d_adjoint_image as conv2d_adjoint_image
 from jdeconv._conv import conv2d_adjoint_kernel as conv2d_adjoint_kernel
+from jdeconv._estimate import SOLVERS as SOLVERS
+from jdeconv._estimate import estimate_kernel as estimate_kernel
+from jdeconv._estimate import estimate_kernels as estimate_kernels
 from jdeconv._images import IMAGE_NAMES as IMAGE_NAMES
 from jdeconv._images import NATURAL_IMAGE_NAMES as NATURAL_IMAGE_NAMES
 from jdeconv._images import checkerboard_image as checkerboard_image
@@ -40,6 +43,10 @@ from jdeconv._noise import add_gaussian_noise as add_gaussian_noise
 from jdeconv._noise import add_poisson_noise as add_poisson_noise
 from jdeconv._noise import quantize as quantize
 from jdeconv._operators import kernel_operator as kernel_operator
+from jdeconv._priors import PRIORS as PRIORS
+from jdeconv._priors import project as project_prior
+from jdeconv._regularizers import REGULARIZERS as REGULARIZERS
+from jdeconv._result import KernelEstimate as KernelEstimate
 
 __version__ = "0.1.0"
 
@@ -47,6 +54,10 @@ __all__ = [
     "IMAGE_NAMES",
     "ImageInfo",
     "ImageOperator",
+    "KernelEstimate",
+    "PRIORS",
+    "REGULARIZERS",
+    "SOLVERS",
     "KERNEL_FAMILIES",
     "LossyImageWarning",
     "NATURAL_IMAGE_NAMES",
@@ -57,6 +68,8 @@ __all__ = [
     "checkerboard_image",
     "delta_image",
     "disk_kernel",
+    "estimate_kernel",
+    "estimate_kernels",
     "fractal_image",
     "gaussian_kernel",
     "make_image",
@@ -64,6 +77,7 @@ __all__ = [
     "motion_kernel",
     "natural_image",
     "noise_target",
+    "project_prior",
     "question_square_image",
     "quantize",
     "random_smooth_kernel",

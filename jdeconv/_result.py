@@ -29,6 +29,8 @@ class KernelEstimate:
       iterations: iterations performed (int).
       loss_history: objective after each iteration, shape (max_iters + 1,);
         entry 0 is the starting point and entries after ``iterations`` are NaN.
+      error_history: relative error ``||h - reference|| / ||reference||`` after
+        each iteration when a ``reference`` kernel was given, else NaN.
       objective: final objective (data term + regularisation).
       residual_norm: ``||conv2d(x, kernel) - y||`` on the data used.
       kkt_residual: scale-free optimality measure at the solution
@@ -46,6 +48,7 @@ class KernelEstimate:
     converged: Any
     iterations: Any
     loss_history: Any
+    error_history: Any
     objective: Any
     residual_norm: Any
     kkt_residual: Any
@@ -82,7 +85,7 @@ class KernelEstimate:
 
 jax.tree_util.register_dataclass(
     KernelEstimate,
-    data_fields=["kernel", "converged", "iterations", "loss_history", "objective",
+    data_fields=["kernel", "converged", "iterations", "loss_history", "error_history", "objective",
                  "residual_norm", "kkt_residual", "status", "lipschitz", "regularization"],
     meta_fields=["solver", "solver_requested", "prior", "mode", "kernel_shape",
                  "max_iters", "tol"])

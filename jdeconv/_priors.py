@@ -1,0 +1,82 @@
+"""Priors on the kernel as Euclidean projections (from ``optax.projections``).
+
+A prior is a closed convex set the kernel must lie in; first-order solvers
+apply its projection after every step, the exact solver handles it as
+constraints. A *support* mask (known kernel footprint) fixes the taps outside
+it to zero and combines with every prior. Each function projects ONE kernel:
+batches go through ``jax.vmap``, so kernels of a batch never mix (optax's
+simplex projection would otherwise ravel the whole batch into one simplex).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from optax import projections
+
+from jdeconv import _checks
+
+PRIORS = ("none", "nonneg", "sum_to_one", "simplex")
+
+
+def check_prior(prior) -> str:
+    """Validates a prior name."""
+    return _checks.check_choice("prior", prior, PRIORS)
+
+
+def check_support(support, kernel_shape):
+    """Validates a (k, l) boolean support mask; returns a bool array or None."""
+    if support is None:
+        return None
+    mask = np.asarray(support)
+    if mask.shape != tuple(kernel_shape):
+        raise ValueError(f"support mask has shape {mask.shape} but the kernel shape is "
+                         f"{tuple(kernel_shape)}; give a boolean mask of the kernel's shape.")
+    if mask.dtype != bool:
+        if not np.isin(mask, (0, 1)).all():
+            raise ValueError("support mask must be boolean (or 0/1 values).")
+        mask = mask.astype(bool)
+    if not mask.any():
+        raise ValueError("support mask is all False: the kernel would be zero everywhere; "
+                         "mark at least one tap as allowed.")
+    return jnp.asarray(mask)
+
+
+def project(h: jax.Array, prior: str, support: jax.Array | None = None) -> jax.Array:
+    """Euclidean projection of one kernel onto the prior's set.
+
+    Args:
+      h: kernel, shape (k, l).
+      prior: ``"none"`` (only the support), ``"nonneg"`` (h >= 0),
+        ``"sum_to_one"`` (sum h = 1), ``"simplex"`` (both).
+      support: optional (k, l) bool mask; taps outside are set to 0 and the
+        constraints apply to the taps inside.
+
+    Returns:
+      The projected kernel, shape (k, l).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jdeconv._priors import project
+      >>> project(jnp.array([[0.5, -0.2], [0.9, 0.1]]), "simplex").sum()
+      Array(1., dtype=float32)
+    """
+    dtype = h.dtype
+    mask = jnp.ones(h.shape, bool) if support is None else support
+    h = jnp.where(mask, h, 0.0)
+    if prior == "none":
+        return h
+    if prior == "nonneg":
+        return projections.projection_non_negative(h).astype(dtype)
+    if prior == "sum_to_one":
+        a = mask.astype(h.dtype)
+        p = projections.projection_hyperplane(h, a, jnp.asarray(1.0, dtype))
+        return jnp.where(mask, p, 0.0).astype(dtype)
+    if prior == "simplex":
+        # Entries outside the support are pushed below max(h) - 1: the
+        # simplex projection's threshold is at least that, so they become 0.
+        low = jnp.max(jnp.where(mask, h, -jnp.inf)) - 2.0
+        p = projections.projection_simplex(jnp.where(mask, h, low))
+        return jnp.where(mask, p, 0.0).astype(dtype)
+    raise ValueError(f"unknown prior {prior!r}")  # pragma: no cover - validated earlier

@@ -1,0 +1,78 @@
+"""Regularisers of the kernel: Tikhonov, smoothness (quadratic) and l1 (prox).
+
+Weights are *relative*: a weight w on a term R(h) contributes
+``w * s * R(h)`` with ``s = trace(X^T X) / (k l)``, the mean diagonal of the
+normal matrix (the energy of the image under one kernel tap). The same weight
+therefore means the same on any image size, brightness or kernel size.
+
+* ``"tikhonov"``: ``½ ||h||²``.
+* ``"smooth"``: ``½ ||∇h||²`` — squared differences between 4-neighbour taps
+  inside the kernel window (a graph Laplacian, no boundary condition).
+* ``"l1"``: ``||h||_1`` (sparsity), applied by its proximal operator
+  (soft-thresholding). With the nonneg prior it is linear (``sum h``), with
+  the simplex prior it is constant (``= 1``) and has no effect.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jdeconv import _checks
+
+REGULARIZERS = ("tikhonov", "smooth", "l1")
+
+
+def check_regularization(regularization) -> dict[str, float]:
+    """Validates ``None`` / ``{"smooth": 1e-3, ...}``; returns a full dict of floats.
+
+    The string ``"auto"`` is handled by :mod:`jdeconv._autoreg`, not here.
+    """
+    weights = {name: 0.0 for name in REGULARIZERS}
+    if regularization is None:
+        return weights
+    if not isinstance(regularization, dict):
+        raise TypeError(
+            "regularization must be None, 'auto' or a mapping like {'smooth': 1e-3}; got "
+            f"{regularization!r}.")
+    for name, w in regularization.items():
+        _checks.check_choice("regularizer", name, REGULARIZERS)
+        try:
+            w = float(w)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"regularization weight for {name!r} must be a number, got {w!r}.") from e
+        if not math.isfinite(w) or w < 0:
+            raise ValueError(f"regularization weight for {name!r} must be finite and >= 0, got {w}.")
+        weights[name] = w
+    return weights
+
+
+def laplacian(kernel_shape) -> np.ndarray:
+    """``D^T D`` for forward differences on the (k, l) kernel grid, (kl, kl)."""
+    k, l = kernel_shape
+    n = k * l
+    idx = np.arange(n).reshape(k, l)
+    L = np.zeros((n, n))
+    pairs = [(idx[:-1, :].ravel(), idx[1:, :].ravel()), (idx[:, :-1].ravel(), idx[:, 1:].ravel())]
+    for a, b in pairs:
+        np.add.at(L, (a, a), 1.0)
+        np.add.at(L, (b, b), 1.0)
+        np.add.at(L, (a, b), -1.0)
+        np.add.at(L, (b, a), -1.0)
+    return L
+
+
+def quadratic_matrix(weights: dict, scale, kernel_shape, dtype) -> jax.Array:
+    """``s (w_tik I + w_smooth D^T D)``, the quadratic regularisation, (kl, kl)."""
+    n = kernel_shape[0] * kernel_shape[1]
+    eye = jnp.eye(n, dtype=dtype)
+    lap = jnp.asarray(laplacian(kernel_shape), dtype)
+    return scale * (weights["tikhonov"] * eye + weights["smooth"] * lap)
+
+
+def soft_threshold(v: jax.Array, t) -> jax.Array:
+    """Proximal operator of ``t ||.||_1``."""
+    return jnp.sign(v) * jnp.maximum(jnp.abs(v) - t, 0.0)

@@ -1,0 +1,30 @@
+"""Projected Adam (``optax.adam`` with a decaying step + projection).
+
+Included so users can compare the deep-learning default with methods made for
+this problem. Adam's steps are per-coordinate and of size about the learning
+rate, so the rate is set from the kernel's scale (``1/n`` for n taps, the mean
+tap of a unit-sum kernel) and decays geometrically so the iterates settle.
+"""
+
+from __future__ import annotations
+
+import optax
+
+DEFAULT_RATE = 0.5  # in units of the mean tap, 1/n
+
+
+def make(n_taps: int, max_iters: int, rate: float = DEFAULT_RATE):
+    """Returns ``(init, update)`` for projected Adam."""
+    transition = max(max_iters // 25, 1)
+    schedule = optax.exponential_decay(rate / n_taps, transition_steps=transition,
+                                       decay_rate=0.6, end_value=1e-7 * rate / n_taps)
+    opt = optax.adam(learning_rate=schedule)
+
+    def init(h0):
+        return opt.init(h0)
+
+    def update(h, g, state, objective, prox):
+        updates, state = opt.update(g, state, h)
+        return prox(optax.apply_updates(h, updates)), state
+
+    return init, update
