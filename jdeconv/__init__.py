@@ -5,6 +5,9 @@ problem is least squares in the kernel, ``min_h ½||conv2d(x, h) - y||²``, unde
 priors such as the simplex (nonnegative, sum to one).
 """
 
+from jdeconv._config import Config as Config
+from jdeconv._config import ConfigError as ConfigError
+from jdeconv._config import load_config as load_config
 from jdeconv._conv import conv2d as conv2d
 from jdeconv._conv import conv2d_adjoint_image as conv2d_adjoint_image
 from jdeconv._conv import conv2d_adjoint_kernel as conv2d_adjoint_kernel
@@ -47,11 +50,13 @@ from jdeconv._priors import PRIORS as PRIORS
 from jdeconv._priors import project as project_prior
 from jdeconv._regularizers import REGULARIZERS as REGULARIZERS
 from jdeconv._result import KernelEstimate as KernelEstimate
+from jdeconv._runner import run_experiment as run_experiment
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "IMAGE_NAMES",
+    "Config",
+    "ConfigError",    "IMAGE_NAMES",
     "ImageInfo",
     "ImageOperator",
     "KernelEstimate",
@@ -82,6 +87,7 @@ __all__ = [
     "quantize",
     "random_smooth_kernel",
     "read_image",
+    "run_experiment",
     "shapes_image",
     "write_image",
     "KernelOperator",
@@ -93,4 +99,5 @@ __all__ = [
     "dottest",
     "image_operator",
     "kernel_operator",
+    "load_config",
 ]

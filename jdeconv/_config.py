@@ -1,0 +1,609 @@
+"""Experiment configuration: a YAML file parsed at the edge into frozen pydantic models.
+
+A configuration describes one experiment (or a sweep of experiments): where the
+image pair comes from (files or a synthetic blur), the forward model, the prior,
+the regularisation, the solver, what to write, and an optional ``sweep`` over
+any of these settings. Every key has a default, so ``{}`` is a valid
+configuration (the original question: a 256x256 shapes image blurred by a
+15x15 Gaussian of sigma 2, valid mode, no noise).
+
+Example YAML::
+
+    name: question_fista
+    data:
+      synthetic: {image: shapes, image_shape: 256, kernel: gaussian, kernel_params: {sigma: 2}}
+    model: {mode: valid, kernel_shape: 15}
+    prior: {name: simplex}
+    solver: {name: fista, max_iters: 500}
+    sweep:
+      solver.name: [gd, fista]
+
+Mistakes become one-line :class:`ConfigError` messages that name the full key
+path, e.g. ``solver.max_iter: unknown key; did you mean 'max_iters'?``.
+
+Relative file paths inside ``data.files`` and ``prior.support`` are resolved
+against the directory of the configuration file (the current directory for a
+configuration given as a dict).
+
+Example:
+    >>> from jdeconv._config import load_config
+    >>> cfg = load_config({"solver": {"name": "fista"}}, ["solver.max_iters=50"])
+    >>> cfg.solver.name, cfg.solver.max_iters, cfg.model.kernel_shape
+    ('fista', 50, (15, 15))
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "FilesData",
+    "ModelConfig",
+    "NoiseConfig",
+    "OutputsConfig",
+    "PriorConfig",
+    "RegularizationWeights",
+    "SolverConfig",
+    "SyntheticData",
+    "default_kernel_params",
+    "load_config",
+    "parse_override",
+]
+
+MODES = ("valid", "same", "full", "circular")
+PRIORS = ("none", "nonneg", "sum_to_one", "simplex")
+SOLVERS = ("auto", "exact", "gd", "fista", "momentum", "adam", "fourier")
+
+
+class ConfigError(ValueError):
+    """A configuration mistake; ``str(error)`` is one line naming the key path."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------------------
+# Sections.
+# ---------------------------------------------------------------------------
+
+
+def _pair(value: Any) -> Any:
+    """``15`` -> ``(15, 15)``; lists/tuples pass through (then validated as a pair)."""
+    if isinstance(value, bool):
+        return value  # rejected by the int check with a clear message
+    if isinstance(value, int):
+        return (value, value)
+    if isinstance(value, str) and "x" in value.lower():
+        parts = value.lower().split("x")
+        if len(parts) == 2 and all(p.strip().isdigit() for p in parts):
+            return tuple(int(p) for p in parts)
+    return value
+
+
+class NoiseConfig(_Section):
+    """Noise added to the synthetic blurred image (Poisson first, then Gaussian)."""
+
+    gaussian_sigma: float = Field(0.0, ge=0.0, description="standard deviation of additive Gaussian noise")
+    poisson_photons: float | None = Field(
+        None, gt=0.0, description="photons per unit intensity for shot noise (null: none)")
+
+
+class SyntheticData(_Section):
+    """A synthetic pair: ``y = quantize(noise(conv2d(x, h, mode)))`` with ``x`` and ``h`` made by name."""
+
+    image: str = Field("shapes", description="make_image name (shapes, noise, fractal, natural:camera, ...)")
+    image_shape: tuple[int, int] = Field((256, 256), description="image size: int or [m, n]")
+    image_options: dict[str, Any] = Field(default_factory=dict, description="extra make_image options")
+    kernel: str = Field("gaussian", description="make_kernel family (gaussian, motion, disk, box, airy, random)")
+    kernel_params: dict[str, Any] | None = Field(
+        None, description="make_kernel parameters (null: defaults scaled to model.kernel_shape, "
+        "e.g. sigma = max(k, l) / 7.5 for a Gaussian)")
+    noise: NoiseConfig = Field(default_factory=NoiseConfig)
+    bits: Literal[8, 16] | None = Field(
+        None, description="quantise original and blurred images to 8 or 16 bits (null: keep floats)")
+
+    @field_validator("image_shape", mode="before")
+    @classmethod
+    def _pair_shape(cls, v):
+        return _pair(v)
+
+    @field_validator("image_shape")
+    @classmethod
+    def _positive_shape(cls, v):
+        if min(v) <= 0:
+            raise ValueError(f"expected positive sizes, got {list(v)}")
+        return v
+
+
+class FilesData(_Section):
+    """An image pair read from files (PNG, TIFF, JPEG, .npy), converted to gray."""
+
+    original: str = Field(description="path of the original (sharp) image")
+    blurred: str = Field(description="path of the blurred image")
+    truth: str | None = Field(None, description="path of the true kernel (.npy or .csv), if known")
+
+
+class DataConfig(_Section):
+    """Where the image pair comes from: ``files`` or ``synthetic`` (default: synthetic)."""
+
+    files: FilesData | None = None
+    synthetic: SyntheticData | None = None
+    batch: int = Field(1, ge=1, description="number of synthetic pairs (seeds seed, seed+1, ...)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_source(cls, raw):
+        if isinstance(raw, dict) and raw.get("files") is None and raw.get("synthetic") is None:
+            raw = {**raw, "synthetic": {}}
+        return raw
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.files is not None and self.synthetic is not None:
+            raise ValueError("give either files or synthetic, not both")
+        if self.files is not None and self.batch != 1:
+            raise ValueError("batch applies to synthetic data only; remove it or set it to 1")
+        return self
+
+
+class ModelConfig(_Section):
+    """The forward model ``y = conv2d(x, h, mode)`` with ``h`` of ``kernel_shape``."""
+
+    mode: Literal["valid", "same", "full", "circular"] = "valid"
+    kernel_shape: tuple[int, int] = Field((15, 15), description="int or [k, l]")
+
+    @field_validator("kernel_shape", mode="before")
+    @classmethod
+    def _pair_shape(cls, v):
+        return _pair(v)
+
+    @field_validator("kernel_shape")
+    @classmethod
+    def _positive_shape(cls, v):
+        if min(v) <= 0:
+            raise ValueError(f"expected positive sizes, got {list(v)}")
+        return v
+
+
+class PriorConfig(_Section):
+    """Constraint on the kernel and an optional support mask."""
+
+    name: Literal["none", "nonneg", "sum_to_one", "simplex"] = "simplex"
+    support: str | list[list[bool]] | None = Field(
+        None, description="(k, l) mask of allowed taps: a nested list of 0/1 or a .npy path (null: all)")
+
+
+class RegularizationWeights(_Section):
+    """Weights of the regularisation terms (0 disables a term)."""
+
+    tikhonov: float = Field(0.0, ge=0.0, description="weight of ||h||^2")
+    smooth: float = Field(0.0, ge=0.0, description="weight of the squared finite differences of h")
+    l1: float = Field(0.0, ge=0.0, description="weight of ||h||_1")
+
+
+class SolverConfig(_Section):
+    """Which solver, how long and how precise (null: the engine's defaults)."""
+
+    name: Literal["auto", "exact", "gd", "fista", "momentum", "adam", "fourier"] = "auto"
+    max_iters: int | None = Field(None, ge=1)
+    tol: float | None = Field(None, gt=0.0)
+    dtype: Literal["float32", "float64"] | None = None
+
+
+class OutputsConfig(_Section):
+    """What a run writes besides the kernel, metrics and loss history."""
+
+    plots: bool = Field(True, description="PNG plots: kernels, convergence, residual")
+    save_kernel_png: bool = Field(True, description="kernel.png (16-bit, scaled to its maximum)")
+    save_csv: bool = Field(True, description="kernel.csv and loss_history.csv")
+    error_curve: bool = Field(
+        True, description="kernel error per iteration for first-order solvers when the truth is known "
+        "(re-runs the compiled solver with ~error_curve_points decreasing tolerances)")
+    error_curve_points: int = Field(10, ge=2)
+    warm_timing: bool = Field(True, description="time a second, compiled call too (time_s excludes compilation)")
+
+
+def default_kernel_params(family: str, kernel_shape) -> dict[str, float]:
+    """Parameters for ``make_kernel(family, kernel_shape)`` when none are given.
+
+    Scaled to the kernel size so the kernel fits its window: a Gaussian of
+    sigma ``max(k, l) / 7.5`` (2 for 15x15), a motion blur of length
+    ``0.6 max(k, l)``, a disk of radius ``0.4 (min(k, l) - 1)``, an Airy pattern
+    with its first dark ring at ``min(k, l) / 5``; box and random need none.
+    """
+    k, l = kernel_shape
+    key = str(family).strip().lower()
+    if key == "gaussian":
+        return {"sigma": round(max(k, l) / 7.5, 4)}
+    if key == "motion":
+        return {"length": round(0.6 * max(k, l), 4), "angle": 0.0}
+    if key == "disk":
+        return {"radius": round(max(0.4 * (min(k, l) - 1), 0.5), 4)}
+    if key == "airy":
+        return {"radius": round(max(min(k, l) / 5, 0.5), 4)}
+    return {}
+
+
+def _check_regularization(value: Any) -> Any:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
+        return None
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    if isinstance(value, dict | RegularizationWeights):
+        return value
+    raise ValueError(
+        f"expected null, 'auto' or a mapping of weights such as {{smooth: 0.01}}, got {value!r}")
+
+
+class Config(_Section):
+    """A whole experiment; see the module docstring. Every field has a default."""
+
+    name: str = Field("run", description="used in the run directory name")
+    description: str = ""
+    seed: int = Field(0, ge=0)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    prior: PriorConfig = Field(default_factory=PriorConfig)
+    regularization: Union[RegularizationWeights, Literal["auto"], None] = None
+    solver: SolverConfig = Field(default_factory=SolverConfig)
+    outputs: OutputsConfig = Field(default_factory=OutputsConfig)
+    sweep: dict[str, list[Any]] | None = Field(
+        None, description="dotted key -> list of values; the cartesian product is run")
+
+    @field_validator("regularization", mode="before")
+    @classmethod
+    def _regularization_kind(cls, v):
+        return _check_regularization(v)
+
+    @model_validator(mode="after")
+    def _cross_checks(self):
+        sup = self.prior.support
+        if isinstance(sup, list):
+            shape = (len(sup), len(sup[0]) if sup else 0)
+            if any(len(row) != shape[1] for row in sup) or shape != tuple(self.model.kernel_shape):
+                raise ValueError(
+                    f"prior.support: expected a {self.model.kernel_shape[0]}x{self.model.kernel_shape[1]} "
+                    f"mask (model.kernel_shape), got {shape[0]} rows of lengths "
+                    f"{sorted({len(r) for r in sup})}")
+        if self.data.synthetic is not None and self.data.synthetic.kernel_params is None:
+            syn = self.data.synthetic.model_copy(update={
+                "kernel_params": default_kernel_params(self.data.synthetic.kernel, self.model.kernel_shape)})
+            object.__setattr__(self, "data", self.data.model_copy(update={"synthetic": syn}))
+        if self.data.synthetic is not None:
+            m, n = self.data.synthetic.image_shape
+            k, l = self.model.kernel_shape
+            if self.model.mode in ("valid", "circular") and (k > m or l > n):
+                raise ValueError(
+                    f"model.kernel_shape: {[k, l]} is larger than data.synthetic.image_shape {[m, n]} "
+                    f"in mode {self.model.mode!r}")
+        return self
+
+    # -- helpers -----------------------------------------------------------
+
+    def regularization_dict(self) -> dict[str, float] | str | None:
+        """What the engine takes: None, ``"auto"`` or ``{name: weight}`` (nonzero weights only)."""
+        reg = self.regularization
+        if reg is None or reg == "auto":
+            return reg
+        weights = {k: float(v) for k, v in reg.model_dump().items() if v}
+        return weights or None
+
+    def resolved(self) -> dict[str, Any]:
+        """The configuration as plain data with every default filled in."""
+        out = self.model_dump(mode="json")
+        out["model"]["kernel_shape"] = list(self.model.kernel_shape)
+        if out["data"]["synthetic"] is not None:
+            out["data"]["synthetic"]["image_shape"] = list(self.data.synthetic.image_shape)
+        return out
+
+    def to_yaml(self) -> str:
+        """YAML text of :meth:`resolved` (loads back to an equal ``Config``)."""
+        return yaml.safe_dump(self.resolved(), sort_keys=False, default_flow_style=None, width=100)
+
+    def sweep_points(self) -> list[tuple[dict[str, Any], Config]]:
+        """The cartesian product of ``sweep`` as ``(assignment, config)`` pairs (sweep removed).
+
+        Without a sweep this is ``[({}, self)]``.
+        """
+        if not self.sweep:
+            return [({}, self)]
+        keys = list(self.sweep)
+        base = self.resolved()
+        base["sweep"] = None
+        points = []
+        for values in itertools.product(*(self.sweep[k] for k in keys)):
+            assignment = dict(zip(keys, values))
+            raw = _deepcopy(base)
+            for key, value in assignment.items():
+                _assign(raw, key, value, origin="sweep")
+            points.append((assignment, _validate(raw, where="sweep point " + _label(assignment))))
+        return points
+
+
+def _label(assignment: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in assignment.items())
+
+
+# ---------------------------------------------------------------------------
+# Loading, overrides and error messages.
+# ---------------------------------------------------------------------------
+
+
+def _deepcopy(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _deepcopy(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_deepcopy(v) for v in obj]
+    return obj
+
+
+def _section_of(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation such as ``Foo | None``, if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            found = _section_of(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _free_mapping(model: type[BaseModel], key: str) -> bool:
+    """True for fields holding arbitrary mappings (options, sweep)."""
+    ann = model.model_fields[key].annotation
+    return typing.get_origin(ann) is dict or any(
+        typing.get_origin(a) is dict for a in typing.get_args(ann))
+
+
+def _suggest(word: str, choices: list[str]) -> str:
+    match = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.5)
+    return f"; did you mean {match[0]!r}?" if match else f"; valid keys: {', '.join(choices)}"
+
+
+def _check_keys(raw: Any, model: type[BaseModel], path: str) -> None:
+    """Raises ConfigError for the first unknown key (with the closest valid one)."""
+    if not isinstance(raw, dict):
+        return
+    fields = list(model.model_fields)
+    for key, value in raw.items():
+        full = f"{path}.{key}" if path else str(key)
+        if not isinstance(key, str):
+            raise ConfigError(f"{full}: keys must be strings, got {key!r}")
+        if key not in model.model_fields:
+            raise ConfigError(f"{full}: unknown key{_suggest(key, fields)}")
+        sub = _section_of(model.model_fields[key].annotation)
+        if sub is not None and isinstance(value, dict):
+            _check_keys(value, sub, full)
+
+
+def _resolve_path(model: type[BaseModel], key: str, origin: str) -> None:
+    """Validates a dotted key such as ``solver.max_iters`` against the schema."""
+    parts = key.split(".")
+    current: type[BaseModel] | None = model
+    for i, part in enumerate(parts):
+        here = ".".join(parts[: i + 1])
+        if current is None:
+            return  # inside a free mapping (image_options.kind): anything goes
+        if part not in current.model_fields:
+            raise ConfigError(f"{origin}: {here}: unknown key{_suggest(part, list(current.model_fields))}")
+        nxt = _section_of(current.model_fields[part].annotation)
+        if nxt is None and i < len(parts) - 1 and not _free_mapping(current, part):
+            raise ConfigError(f"{origin}: {here} is a value, not a section")
+        current = nxt
+
+
+def _assign(raw: dict, key: str, value: Any, *, origin: str) -> None:
+    """``raw[a][b] = value`` for ``key = 'a.b'``, creating sections as needed."""
+    _resolve_path(Config, key, origin)
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def _expected(err: dict) -> str:
+    t, ctx = err["type"], err.get("ctx") or {}
+    simple = {
+        "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+        "float_type": "a number", "float_parsing": "a number", "bool_type": "true or false",
+        "bool_parsing": "true or false", "string_type": "a string", "dict_type": "a mapping (key: value)",
+        "model_type": "a mapping (key: value)", "model_attributes_type": "a mapping (key: value)",
+        "list_type": "a list", "tuple_type": "a list", "none_required": "null",
+    }
+    if t in simple:
+        return "expected " + simple[t]
+    if t in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[t]
+        bound = next(iter(ctx.values()))
+        return f"expected a value {op} {bound}"
+    if t == "literal_error":
+        return "expected one of " + ctx.get("expected", "")
+    if t in ("too_short", "too_long"):
+        return f"expected {ctx.get('max_length', ctx.get('min_length'))} entries (a pair like [15, 15])"
+    if t == "missing":
+        return "required key is missing"
+    if t == "value_error":
+        return str(ctx.get("error", err["msg"]))
+    return err["msg"]
+
+
+def _clean_loc(loc: tuple) -> list:
+    """Drops the tags pydantic adds for union members ("RegularizationWeights", "literal['auto']")."""
+    parts, current = [], Config
+    for part in loc:
+        if isinstance(part, int):
+            parts.append(part)
+        elif current is None:
+            parts.append(part)  # inside a free mapping or a plain value
+        elif part in current.model_fields:
+            parts.append(part)
+            current = _section_of(current.model_fields[part].annotation)
+    return parts
+
+
+_SHAPE_KEYS = ("kernel_shape", "image_shape")
+
+
+def _format(exc: ValidationError, where: str = "") -> str:
+    errors = exc.errors(include_url=False)
+
+    # Prefer the most specific error: deepest location, not a union member's type mismatch.
+    def score(err):
+        return (len(_clean_loc(err["loc"])), err["type"] not in ("literal_error", "none_required", "model_type"))
+
+    err = max(errors, key=score)
+    parts = _clean_loc(err["loc"])
+    path = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in parts).replace(".[", "[")
+    message = _expected(err)
+    if parts and parts[-1] in _SHAPE_KEYS and err["type"] not in ("value_error", "greater_than", "too_short", "too_long"):
+        message = "expected an int or a pair like [15, 11]"
+    elif parts == ["regularization"] and err["type"] != "value_error":
+        message = "expected null, 'auto' or a mapping of weights such as {smooth: 0.01}"
+    if err["type"] not in ("missing", "value_error") and "input" in err:
+        shown = repr(err["input"])
+        message += f", got {shown if len(shown) <= 60 else shown[:57] + '...'}"
+        if err["type"] == "literal_error" and isinstance(err["input"], str):
+            expected = str((err.get("ctx") or {}).get("expected", "")).replace(" or ", ", ")
+            choices = [c.strip(" '") for c in expected.split(",")]
+            match = difflib.get_close_matches(err["input"], [c for c in choices if c], n=1, cutoff=0.5)
+            if match:
+                message += f"; did you mean {match[0]!r}?"
+    line = f"{path}: {message}" if path else message
+    return f"{where}: {line}" if where else line
+
+
+def _validate(raw: Any, *, where: str = "") -> Config:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where + ': ' if where else ''}config: expected a mapping of sections "
+                          f"(data, model, prior, ...), got {type(raw).__name__}")
+    try:
+        _check_keys(raw, Config, "")
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}" if where else str(e)) from None
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format(e, where)) from None
+
+
+def _resolve_files(raw: dict, base: Path) -> None:
+    """Makes relative data/support paths relative to the config file's directory."""
+    files = (raw.get("data") or {}).get("files") if isinstance(raw.get("data"), dict) else None
+    if isinstance(files, dict):
+        for key in ("original", "blurred", "truth"):
+            if isinstance(files.get(key), str) and not os.path.isabs(files[key]):
+                files[key] = str(base / files[key])
+    prior = raw.get("prior")
+    if isinstance(prior, dict) and isinstance(prior.get("support"), str) and not os.path.isabs(prior["support"]):
+        prior["support"] = str(base / prior["support"])
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"solver.max_iters=50"`` -> ``("solver.max_iters", 50)`` (value read as YAML)."""
+    if not isinstance(text, str) or "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key=value, e.g. solver.max_iters=100")
+    key, _, value = text.partition("=")
+    key = key.strip()
+    if not key or any(not p for p in key.split(".")):
+        raise ConfigError(f"override {text!r}: expected a dotted key before '=', e.g. solver.name=fista")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({_yaml_problem(e)})") from None
+    return key, parsed
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    if mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return problem
+
+
+def load_config(source: str | os.PathLike[str] | dict | Config | None = None,
+                overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Loads and validates a configuration.
+
+    Args:
+        source: a YAML file path, a dict (as from ``yaml.safe_load``), a
+            :class:`Config`, or None for all defaults.
+        overrides: ``"a.b=value"`` strings applied in order; ``value`` is read
+            with ``yaml.safe_load`` (``solver.max_iters=50`` gives an int,
+            ``model.kernel_shape=[15,11]`` a list, ``regularization=null`` None).
+
+    Returns:
+        A frozen :class:`Config`. ``name`` defaults to the file's stem.
+
+    Raises:
+        ConfigError: one line naming the problem and the key path (unknown key
+            with the closest valid one, wrong type or range, missing file,
+            invalid YAML).
+    """
+    base = Path.cwd()
+    stem = None
+    if isinstance(source, Config):
+        raw = source.resolved()
+    elif source is None:
+        raw = {}
+    elif isinstance(source, dict):
+        raw = _deepcopy(source)
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise ConfigError(f"config file {str(path)!r} does not exist; check the path")
+        if path.is_dir():
+            raise ConfigError(f"config path {str(path)!r} is a directory; give a .yaml file")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {_yaml_problem(e)}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read config file {str(path)!r}: {e}") from None
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {str(path)!r}: expected a mapping of sections "
+                              f"(data, model, ...), got {type(raw).__name__}")
+        base = path.resolve().parent
+        stem = path.stem
+    else:
+        raise ConfigError(f"config: expected a YAML path or a mapping, got {type(source).__name__}")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: expected a mapping of sections, got {type(raw).__name__}")
+    if stem is not None and "name" not in raw:
+        raw["name"] = stem
+    for text in overrides:
+        key, value = parse_override(text)
+        _assign(raw, key, value, origin=f"override {text!r}")
+    _resolve_files(raw, base)
+    cfg = _validate(raw)
+    if cfg.sweep:
+        for key, values in cfg.sweep.items():
+            if not values:
+                raise ConfigError(f"sweep.{key}: expected a non-empty list of values")
+            _resolve_path(Config, key, "sweep")
+            if key.split(".")[0] in ("sweep", "name", "outputs"):
+                raise ConfigError(f"sweep: {key}: {key.split('.')[0]} cannot be swept")
+        cfg.sweep_points()  # validate every point now, before anything runs
+    return cfg

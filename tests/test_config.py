@@ -1,0 +1,166 @@
+"""Tests for the YAML experiment configuration (jdeconv._config)."""
+
+import pydantic
+import pytest
+import yaml
+
+from jdeconv._config import Config, ConfigError, load_config, parse_override
+
+
+def test_defaults_are_the_original_question():
+    cfg = load_config(None)
+    syn = cfg.data.synthetic
+    assert (syn.image, syn.image_shape, syn.kernel, syn.kernel_params) == (
+        "shapes", (256, 256), "gaussian", {"sigma": 2.0})
+    assert cfg.data.files is None and cfg.data.batch == 1
+    assert (cfg.model.mode, cfg.model.kernel_shape) == ("valid", (15, 15))
+    assert (cfg.prior.name, cfg.solver.name, cfg.regularization) == ("simplex", "auto", None)
+    assert cfg.sweep is None and cfg.sweep_points() == [({}, cfg)]
+
+
+def test_frozen():
+    cfg = load_config({})
+    with pytest.raises(pydantic.ValidationError):
+        cfg.seed = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"solver": {"max_iter": 3}}, "solver.max_iter: unknown key; did you mean 'max_iters'?"),
+    ({"data": {"synthetic": {"nois": {}}}}, "data.synthetic.nois: unknown key; did you mean 'noise'?"),
+    ({"regularization": {"smoth": 1e-3}}, "regularization.smoth: unknown key; did you mean 'smooth'?"),
+    ({"modle": {}}, "modle: unknown key; did you mean 'model'?"),
+])
+def test_unknown_key_names_full_path_and_suggestion(raw, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(raw)
+    assert str(e.value) == message
+
+
+@pytest.mark.parametrize("raw, path, expected", [
+    ({"solver": {"max_iters": "many"}}, "solver.max_iters", "expected an integer"),
+    ({"solver": {"max_iters": 0}}, "solver.max_iters", "expected a value >= 1"),
+    ({"solver": {"name": "fsta"}}, "solver.name", "did you mean 'fista'?"),
+    ({"model": {"kernel_shape": "big"}}, "model.kernel_shape", "expected an int or a pair"),
+    ({"model": {"kernel_shape": [15, 11, 3]}}, "model.kernel_shape", "expected 2 entries"),
+    ({"model": {"mode": "vaild"}}, "model.mode", "did you mean 'valid'?"),
+    ({"data": {"synthetic": {"noise": {"gaussian_sigma": -1}}}},
+     "data.synthetic.noise.gaussian_sigma", "expected a value >= 0"),
+    ({"data": {"synthetic": {"bits": 12}}}, "data.synthetic.bits", "expected one of 8 or 16"),
+    ({"regularization": {"smooth": -1}}, "regularization.smooth", "expected a value >= 0"),
+    ({"regularization": 5}, "regularization", "expected null, 'auto' or a mapping"),
+    ({"outputs": {"plots": "maybe"}}, "outputs.plots", "expected true or false"),
+    ({"data": {"files": {"original": "a.png"}}}, "data.files.blurred", "required key is missing"),
+    ({"model": {"kernel_shape": 300}}, "model.kernel_shape", "larger than data.synthetic.image_shape"),
+])
+def test_wrong_type_or_range_names_path_and_expectation(raw, path, expected):
+    with pytest.raises(ConfigError) as e:
+        load_config(raw)
+    msg = str(e.value)
+    assert msg.startswith(path + ":"), msg
+    assert expected in msg
+    assert "\n" not in msg
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("solver: {name: [}\n")
+    with pytest.raises(ConfigError, match="not valid YAML.*line 1"):
+        load_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(listy)
+
+
+def test_overrides_are_yaml_values():
+    cfg = load_config({"solver": {"name": "gd"}}, [
+        "solver.name=fista", "solver.max_iters=50", "model.kernel_shape=[7, 5]",
+        "regularization.smooth=1e-3", "data.synthetic.image_options.n_shapes=4",
+        "data.synthetic.noise.poisson_photons=1000"])
+    assert cfg.solver.name == "fista" and cfg.solver.max_iters == 50
+    assert cfg.model.kernel_shape == (7, 5)
+    assert cfg.regularization_dict() == {"smooth": 1e-3}
+    assert cfg.data.synthetic.image_options == {"n_shapes": 4}
+    assert cfg.data.synthetic.noise.poisson_photons == 1000
+    assert parse_override("regularization=auto") == ("regularization", "auto")
+    assert load_config({}, ["regularization=null"]).regularization is None
+    for bad, match in [("solver.max_iters", "expected key=value"),
+                       ("solver.max_iter=3", "solver.max_iter: unknown key; did you mean 'max_iters'"),
+                       ("model.kernel_shape.k=3", "is a value, not a section"),
+                       ("solver.max_iters=[", "not valid YAML")]:
+        with pytest.raises(ConfigError, match=match):
+            load_config({}, [bad])
+
+
+def test_kernel_params_default_follows_family_and_size():
+    assert load_config({"data": {"synthetic": {"kernel": "box"}}}).data.synthetic.kernel_params == {}
+    cfg = load_config({"model": {"kernel_shape": 30}, "data": {"synthetic": {"kernel": "gaussian"}}})
+    assert cfg.data.synthetic.kernel_params == {"sigma": 4.0}
+
+
+def test_round_trip_and_resolved(tmp_path):
+    cfg = load_config({
+        "name": "rt", "seed": 3, "model": {"kernel_shape": [7, 5], "mode": "same"},
+        "data": {"synthetic": {"image": "noise", "image_shape": [40, 30], "bits": 16,
+                               "noise": {"gaussian_sigma": 0.01}}, "batch": 2},
+        "prior": {"name": "nonneg", "support": [[1] * 5] * 7},
+        "regularization": {"tikhonov": 1e-4}, "solver": {"name": "fista", "tol": 1e-8},
+        "sweep": {"solver.name": ["gd", "fista"]}})
+    text = cfg.to_yaml()
+    resolved = yaml.safe_load(text)
+    assert resolved["solver"] == {"name": "fista", "max_iters": None, "tol": 1e-8, "dtype": None}
+    assert resolved["outputs"]["plots"] is True and resolved["model"]["kernel_shape"] == [7, 5]
+    assert load_config(resolved) == cfg
+    path = tmp_path / "rt.yaml"
+    path.write_text(text)
+    assert load_config(path) == cfg
+    assert load_config(cfg) == cfg
+
+
+def test_name_defaults_to_file_stem_and_paths_resolve_next_to_config(tmp_path):
+    path = tmp_path / "pair.yaml"
+    path.write_text("data:\n  files: {original: x.png, blurred: y.png}\n")
+    cfg = load_config(path)
+    assert cfg.name == "pair"
+    assert cfg.data.files.original == str(tmp_path / "x.png")
+    assert cfg.data.synthetic is None
+
+
+def test_data_source_rules():
+    with pytest.raises(ConfigError, match="^data: give either files or synthetic"):
+        load_config({"data": {"files": {"original": "a", "blurred": "b"}, "synthetic": {}}})
+    with pytest.raises(ConfigError, match="^data: batch applies to synthetic data only"):
+        load_config({"data": {"files": {"original": "a", "blurred": "b"}, "batch": 2}})
+
+
+def test_sweep_points_cartesian_and_validated():
+    cfg = load_config({"sweep": {"data.synthetic.noise.gaussian_sigma": [0, 0.01],
+                                 "prior.name": ["none", "simplex"]}})
+    points = cfg.sweep_points()
+    assert [a for a, _ in points] == [
+        {"data.synthetic.noise.gaussian_sigma": s, "prior.name": p}
+        for s in (0, 0.01) for p in ("none", "simplex")]
+    assert all(isinstance(c, Config) and c.sweep is None for _, c in points)
+    assert points[3][1].data.synthetic.noise.gaussian_sigma == 0.01
+    assert points[3][1].prior.name == "simplex"
+    with pytest.raises(ConfigError, match="^sweep: solver.nme: unknown key; did you mean 'name'"):
+        load_config({"sweep": {"solver.nme": ["gd"]}})
+    with pytest.raises(ConfigError, match="sweep point solver.name=fsta: solver.name: .*did you mean 'fista'"):
+        load_config({"sweep": {"solver.name": ["gd", "fsta"]}})
+    with pytest.raises(ConfigError, match="non-empty list"):
+        load_config({"sweep": {"solver.name": []}})
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    names = sorted(p.stem for p in root.glob("*.yaml"))
+    assert {"question_gd", "question_fista", "question_exact", "solver_comparison", "noise_sweep",
+            "fourier_failure", "batch64"} <= set(names)
+    for p in root.glob("*.yaml"):
+        cfg = load_config(p)
+        assert cfg.name == p.stem
+        cfg.sweep_points()
