@@ -211,8 +211,7 @@ class OutputsConfig(_Section):
     save_csv: bool = Field(True, description="kernel.csv and loss_history.csv")
     error_curve: bool = Field(
         True, description="kernel error per iteration for first-order solvers when the truth is known "
-        "(re-runs the compiled solver with ~error_curve_points decreasing tolerances)")
-    error_curve_points: int = Field(10, ge=2)
+        "(recorded by the solver itself: estimate_kernel(..., reference=truth))")
     warm_timing: bool = Field(True, description="time a second, compiled call too (time_s excludes compilation)")
 
 

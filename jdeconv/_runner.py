@@ -211,7 +211,7 @@ def _data(cfg: Config, progress: Callable):
 # ---------------------------------------------------------------------------
 
 
-def _estimate(cfg: Config, xs, ys, *, tol=None):
+def _estimate(cfg: Config, xs, ys, *, truths=None):
     import jax
 
     from jdeconv._estimate import estimate_kernel, estimate_kernels
@@ -219,11 +219,12 @@ def _estimate(cfg: Config, xs, ys, *, tol=None):
     kwargs = dict(mode=cfg.model.mode, prior=cfg.prior.name, solver=cfg.solver.name,
                   regularization=cfg.regularization_dict(),
                   max_iters=cfg.solver.max_iters,
-                  tol=cfg.solver.tol if tol is None else tol, dtype=cfg.solver.dtype, support=_support(cfg))
+                  tol=cfg.solver.tol, dtype=cfg.solver.dtype, support=_support(cfg))
     if xs.shape[0] == 1:
-        est = estimate_kernel(xs[0], ys[0], tuple(cfg.model.kernel_shape), **kwargs)
+        ref = None if truths is None else truths[0]
+        est = estimate_kernel(xs[0], ys[0], tuple(cfg.model.kernel_shape), reference=ref, **kwargs)
     else:
-        est = estimate_kernels(xs, ys, tuple(cfg.model.kernel_shape), **kwargs)
+        est = estimate_kernels(xs, ys, tuple(cfg.model.kernel_shape), reference=truths, **kwargs)
     return jax.block_until_ready(est)
 
 
@@ -234,7 +235,8 @@ def _per_item(est, batched: bool) -> dict[str, np.ndarray]:
         return a if batched else a[None]
 
     out = {name: lead(getattr(est, name)) for name in ("kernel", "iterations", "converged", "status")}
-    for name in ("loss_history", "objective", "residual_norm", "kkt_residual", "lipschitz"):
+    for name in ("loss_history", "error_history", "objective", "residual_norm", "kkt_residual",
+                 "lipschitz"):
         out[name] = lead(getattr(est, name), np.float64)
     return out
 
@@ -300,29 +302,21 @@ def versions() -> dict[str, Any]:
     }
 
 
-def _error_curve(cfg: Config, xs, ys, truths, est, items, progress) -> tuple[np.ndarray, np.ndarray] | None:
-    """Mean relative kernel error against iterations, for first-order solvers.
+def _error_curve(est, items) -> tuple[np.ndarray, np.ndarray] | None:
+    """Mean relative kernel error per iteration, for first-order solvers.
 
-    The solver is re-run with geometrically decreasing tolerances (the
-    tolerance is a traced argument, so this reuses the compiled program); each
-    run stops where the optimality measure first drops below its tolerance,
-    giving one (iterations, error) point. The full run is the last point.
+    The engine records ``||h_i - h_true|| / ||h_true||`` after every iteration
+    when it is given the true kernel (``reference=``); this averages it over
+    the batch up to the last iteration any item ran.
     """
-    if truths is None or est.solver not in _ITERATIVE:
+    if est.solver not in _ITERATIVE:
         return None
-    floor = max(float(np.max(items["kkt_residual"])), float(est.tol), 1e-300)
-    tols = np.geomspace(1.0, floor, cfg.outputs.error_curve_points + 1)[:-1] if floor < 1.0 else []
-    points: dict[int, float] = {}
-    runs = [(t, None) for t in tols] + [(None, items)]
-    for tol, done in progress(runs, desc="error curve", leave=False):
-        e = done if done is not None else _per_item(_estimate(cfg, xs, ys, tol=float(tol)), xs.shape[0] > 1)
-        its = int(np.max(e["iterations"]))
-        if its > 0:
-            points[its] = float(np.mean([relative_error(h, t) for h, t in zip(e["kernel"], truths)]))
-    if not points:
+    errors = np.asarray(items["error_history"], np.float64)
+    if not np.isfinite(errors[:, 0]).all():
         return None
-    its = np.asarray(sorted(points))
-    return its, np.asarray([points[i] for i in its])
+    last = int(np.max(items["iterations"]))
+    its = np.arange(last + 1)
+    return its, np.nanmean(errors[:, : last + 1], axis=0)
 
 
 def _metrics(cfg: Config, est, items, xs, ys, truths, timing) -> tuple[dict[str, Any], list[np.ndarray]]:
@@ -539,19 +533,19 @@ def _run_single(cfg: Config, d: Path, progress: Callable, cache: dict) -> dict[s
     data_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    est = _estimate(cfg, xs, ys)
+    est = _estimate(cfg, xs, ys, truths=truths)
     first_s = time.perf_counter() - t0
     timing = {"data_s": data_s, "first_call_s": first_s}
     if cfg.outputs.warm_timing:
         t0 = time.perf_counter()
-        _estimate(cfg, xs, ys)
+        _estimate(cfg, xs, ys, truths=truths)
         timing["time_s"] = time.perf_counter() - t0
         timing["compile_s_approx"] = max(first_s - timing["time_s"], 0.0)
     else:
         timing["time_s"] = first_s
     batched = xs.shape[0] > 1
     items = _per_item(est, batched)
-    curve = _error_curve(cfg, xs, ys, truths, est, items, progress) if cfg.outputs.error_curve else None
+    curve = _error_curve(est, items) if cfg.outputs.error_curve else None
     metrics, residuals = _metrics(cfg, est, items, xs, ys, truths, timing)
     metrics["devices"] = [str(dv) for dv in jax.devices()]
 

@@ -16,7 +16,6 @@ TINY = {
                            "kernel_params": {"sigma": 1.0}}},
     "model": {"mode": "valid", "kernel_shape": 5},
     "solver": {"name": "fista", "max_iters": 40},
-    "outputs": {"error_curve_points": 3},
 }
 
 RUN_FILES = {"config.yaml", "versions.json", "metrics.json", "kernel.npy", "truth.npy",

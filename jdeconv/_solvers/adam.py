@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import optax
 
-DEFAULT_RATE = 0.5  # in units of the mean tap, 1/n
+DEFAULT_RATE = 20.0  # initial rate, in units of the mean tap 1/n
 
 
 def make(n_taps: int, max_iters: int, rate: float = DEFAULT_RATE):
     """Returns ``(init, update)`` for projected Adam."""
-    transition = max(max_iters // 25, 1)
+    transition = max(max_iters // 10, 1)
     schedule = optax.exponential_decay(rate / n_taps, transition_steps=transition,
                                        decay_rate=0.6, end_value=1e-7 * rate / n_taps)
     opt = optax.adam(learning_rate=schedule)

@@ -1,0 +1,551 @@
+"""Normal equations of 2-D kernel estimation, computed without the im2col matrix.
+
+Forward model (``h`` of shape ``(k, l)``, image ``x`` of shape ``(m, n)``)::
+
+    valid:     y = scipy.signal.convolve2d(x, h, "valid")            (m-k+1, n-l+1)
+    full:      y = scipy.signal.convolve2d(x, h, "full")             (m+k-1, n+l-1)
+    circular:  y = scipy.signal.convolve2d(x, h, "same", "wrap")     (m, n)
+
+Written as ``y = A h`` with ``h`` raveled row-major (index ``a*l + b``), the least
+squares problem ``min_h 1/2 ||A h - y||^2`` has the normal equations ``G h = b`` with
+``G = A^T A``, ``b = A^T y`` and constant ``c = 1/2 ||y||^2``.  :func:`normal_equations`
+returns ``(G, b, c)`` without ever forming ``A`` (which has ``#y * k * l`` entries).
+
+Algorithms
+----------
+*full / circular*: ``G`` is Toeplitz in the lag, ``G[(a,b),(a',b')] = R(a-a', b-b')``
+with ``R`` the zero-padded (resp. circular) autocorrelation of ``x`` (one FFT pair).
+
+*valid*: with ``p = k-1-a``, ``q = l-1-b`` and ``M = m-k+1``, ``N = n-l+1``::
+
+    G[(p,q),(p',q')] = sum_{u in [p, p+M), v in [q, q+N)} x[u, v] x[u+dp, v+dq],
+    (dp, dq) = (p'-p, q'-q).
+
+The window ``[p, p+M)`` is written per axis as "all rows minus the ``k-1`` border rows
+``[0, p)`` and ``[p+M, m)``" (or, when ``m <= 2(k-1)``, directly as its rows).  Expanding
+the product of the row and column windows gives four terms:
+
+* the full lag-``(dp, dq)`` autocorrelation ``R`` (FFT, zero padded: exact lags);
+* border rows x all columns: for each of the ``2(k-1)`` border rows ``u`` the 1-D
+  cross-correlation ``sum_v x[u, v] x[u+dp, v+dq]`` (a batched 1-D correlation, or a
+  row FFT in float64), combined over rows with the signed window weights;
+* all rows x border columns: the same on the transposed image;
+* border rows x border columns: with the column segments aligned per kernel column,
+  ``sum_j Z[u, b, j] Z[u+dp, b', j]`` (``Z[u, b, j] = x[u, border column j of q(b)]``)
+  is one small matrix product per pair of rows, combined over border rows as above.
+
+Lag-indexed pieces are turned into ``G`` with reshape "skews" (no gathers).  Cost
+``O(mn log(mn) + k^2 l n + k l^2 m + k^2 l^3)`` flops, memory a few image-sized buffers
+plus ``O(k^2 l^2)``.  Only ``R`` (and the right-hand side of large problems) go through
+an FFT, whose error is a few ulps of ``sum x^2`` (float32: ~3e-7 of ``max|G|`` measured
+up to 2048^2 images); the border terms are plain dot products.  Float32 inputs are
+computed in float32, float64 inputs in float64 (x64 mode).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+__all__ = [
+    "MODES",
+    "NormalEquations",
+    "gram_matrix",
+    "normal_rhs",
+    "normal_equations",
+    "quadratic_value",
+    "gram_matvec",
+    "output_shape",
+]
+
+MODES = ("valid", "full", "circular")
+
+_HI = lax.Precision.HIGHEST
+# Right-hand side: direct correlation while k*l*#y stays below this many multiply-adds
+# (measured CPU cross-over) and, in float32, #y below _RHS_DIRECT_MAX_TERMS_F32; FFT above.
+_RHS_DIRECT_MAX_MACS = 1 << 22
+_RHS_DIRECT_MAX_TERMS_F32 = 1 << 12
+
+
+class NormalEquations(NamedTuple):
+    """Normal equations ``gram @ h = rhs`` of ``min 1/2 ||A h - y||^2``.
+
+    ``gram`` is ``(k*l, k*l)``, ``rhs`` is ``(k*l,)``, ``half_yy = 1/2 ||y||^2``; the
+    loss equals ``1/2 h^T gram h - rhs^T h + half_yy`` (see :func:`quadratic_value`).
+    """
+
+    gram: jax.Array
+    rhs: jax.Array
+    half_yy: jax.Array
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def output_shape(image_shape, kernel_shape, mode: str = "valid") -> tuple[int, int]:
+    """Shape of ``y`` for an image of ``image_shape`` and a kernel of ``kernel_shape``."""
+    m, n = (int(s) for s in image_shape)
+    k, l = _kernel_shape(kernel_shape)
+    _check(m, n, k, l, mode)
+    if mode == "valid":
+        return (m - k + 1, n - l + 1)
+    if mode == "full":
+        return (m + k - 1, n + l - 1)
+    return (m, n)
+
+
+def _kernel_shape(kernel_shape) -> tuple[int, int]:
+    try:
+        k, l = (int(s) for s in kernel_shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"kernel_shape must be a pair of ints, got {kernel_shape!r}") from None
+    return k, l
+
+
+def _check(m: int, n: int, k: int, l: int, mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if k < 1 or l < 1:
+        raise ValueError(f"kernel_shape must be positive, got {(k, l)}")
+    if m < 1 or n < 1:
+        raise ValueError(f"image must be non-empty, got shape {(m, n)}")
+    if mode in ("valid", "circular") and (k > m or l > n):
+        raise ValueError(
+            f"kernel {(k, l)} larger than image {(m, n)} is not allowed in mode {mode!r}"
+        )
+
+
+def _float_dtype(*arrays):
+    dt = jnp.result_type(*arrays)
+    if jnp.issubdtype(dt, jnp.complexfloating):
+        raise TypeError("complex inputs are not supported")
+    if not jnp.issubdtype(dt, jnp.floating) or jnp.finfo(dt).bits < 32:
+        dt = jnp.promote_types(dt, jnp.float32)
+    # float64 only survives when x64 is enabled (canonicalisation).
+    return jnp.zeros((), dt).dtype
+
+
+def _prep_image(x, dtype):
+    x = jnp.asarray(x).astype(dtype)
+    if x.ndim != 2:
+        raise ValueError(
+            f"expected a 2-D image, got shape {x.shape} (use jax.vmap for batches)"
+        )
+    return x
+
+
+def _fast_len(n: int) -> int:
+    """Smallest 5-smooth integer >= n, even when > 1 (suits real FFTs)."""
+    v = max(int(n), 1)
+    while True:
+        r = v
+        for f in (2, 3, 5):
+            while r % f == 0:
+                r //= f
+        if r == 1 and (v == 1 or v % 2 == 0):
+            return v
+        v += 1
+
+
+def _sum(z):
+    """Two-level sum (rows, then the row sums) to keep float32 error ~ eps*(m+n)."""
+    if z.ndim == 2:
+        return jnp.sum(jnp.sum(z, axis=1))
+    return jnp.sum(z)
+
+
+# ------------------------------------------------------------------ autocorrelations
+
+
+def _lag_gather(r, k: int, l: int):
+    """``r[dp mod P, dq mod Q]`` for ``dp in (-k, k)``, ``dq in (-l, l)`` -> (2k-1, 2l-1)."""
+    P, Q = r.shape
+    ri = np.arange(-(k - 1), k) % P
+    ci = np.arange(-(l - 1), l) % Q
+    return jnp.take(jnp.take(r, ri, axis=0), ci, axis=1)
+
+
+def _autocorr_full(X, s, k: int, l: int):
+    """Zero-padded autocorrelation R[dp, dq] = sum x[u,v] x[u+dp, v+dq] (lags < (k, l))."""
+    r = jnp.fft.irfft2(X * jnp.conj(X), s=s)
+    return _lag_gather(r, k, l)
+
+
+# --------------------------------------------------------------- valid-mode machinery
+
+
+class _AxisPlan(NamedTuple):
+    """How the window ``[p, p+M)`` along one axis is assembled (``p = 0..k-1``).
+
+    ``indicator(window(p)) = alpha * 1 + weights[p] @ indicator(index)``: the window is
+    "everything" (``alpha``) corrected by signed border indices ``index`` (contiguous
+    runs ``blocks``).  ``segments`` describe the same signed border sets as
+    ``(sign, base, step, length)``: indices ``base[p] + step * i`` for ``i < length``
+    (indices outside the image hit zero padding, so the ranges may overshoot).
+    """
+
+    alpha: bool
+    index: np.ndarray
+    blocks: tuple
+    weights: np.ndarray
+    segments: tuple
+
+
+def _axis_plan(m: int, k: int) -> _AxisPlan:
+    M = m - k + 1
+    p = np.arange(k)
+    if M > k - 1:
+        # window = all - [0, p) - [p+M, m); border rows [0, k-1) and [M, m) are disjoint.
+        index = np.concatenate([np.arange(k - 1), np.arange(M, m)])
+        blocks = tuple(b for b in ((0, k - 1), (M, m)) if b[1] > b[0])
+        out = (index[None, :] < p[:, None]) | (index[None, :] >= p[:, None] + M)
+        weights = -out.astype(np.float64)
+        segments = ()
+        if k > 1:
+            segments = ((-1, p - 1, -1, k - 1), (-1, p + M, 1, k - 1))
+        return _AxisPlan(True, index, blocks, weights, segments)
+    # image at most ~2x the kernel: take the window rows directly.
+    index = np.arange(m)
+    inside = (index[None, :] >= p[:, None]) & (index[None, :] < p[:, None] + M)
+    return _AxisPlan(False, index, ((0, m),), inside.astype(np.float64), ((1, p, 1, M),))
+
+
+def _band(q, T: int):
+    """``out[u, t, ...] = q[u, u + t, ...]`` for ``t < T`` (needs ``u + t < q.shape[1]``)."""
+    nu, nw = q.shape[:2]
+    rest = q.shape[2:]
+    f = q.reshape((nu * nw,) + rest)
+    f = jnp.pad(f, [(0, nu)] + [(0, 0)] * len(rest))
+    return f.reshape((nu, nw + 1) + rest)[:, :T]
+
+
+def _row_blocks(a, blocks, extra: int):
+    """Stack ``a[r0 : r1 + extra]`` over the (equal-length) blocks -> (B, r1-r0+extra, ...)."""
+    return jnp.stack([a[r0 : r1 + extra] for r0, r1 in blocks])
+
+
+def _border_corr(x, xpad, blocks, k: int, l: int):
+    """``C[u, dp+k-1, dq+l-1] = sum_v x[u, v] x[u+dp, v+dq]`` for the rows u in blocks.
+
+    ``xpad`` is x zero-padded by (k-1, l-1) on every side.  Float32 uses a direct 1-D
+    correlation (exact dot products); float64 a row FFT (XLA's f64 conv is slow on CPU).
+    """
+    n = x.shape[1]
+    T, S = 2 * k - 1, 2 * l - 1
+    u = _row_blocks(x, blocks, 0)  # (B, nu, n)
+    w = _row_blocks(xpad, blocks, 2 * k - 2)  # (B, nu + 2k - 2, n + 2l - 2): rows u + dp
+    B, nu = u.shape[:2]
+    if x.dtype == jnp.float32:
+
+        def one(u, w):  # q[u, w, s] = sum_v u[u, v] w[w, v + s]
+            q = lax.conv_general_dilated(w[:, None, :], u[:, None, :], (1,), "VALID", precision=_HI)
+            return _band(jnp.swapaxes(q, 0, 1), T)  # (nu, T, S)
+
+        c = jax.vmap(one)(u, w)
+    else:
+        nf = _fast_len(n + 2 * l - 2)
+        fu = jnp.fft.rfft(u, nf)
+        fw = jnp.fft.rfft(w, nf)
+        wi = np.arange(nu)[:, None] + np.arange(T)[None, :]
+        c = jnp.fft.irfft(jnp.conj(fu)[:, :, None, :] * fw[:, wi], nf)[..., :S]
+    return c.reshape((B * nu, T, S))
+
+
+def _corner_terms(xpad, rp: _AxisPlan, cp: _AxisPlan, k: int, l: int):
+    """Border rows x border columns term, as ``V[p, dp+k-1, b, b']`` (see _valid_gram).
+
+    Columns use the "aligned segment" form: for the signed border-column segments,
+    ``sum_v Ec[q, v] x[u, v] x[w, v + q' - q] = sum_j s_j Z[u, b, j] Z[w, b', j]`` with
+    ``Z[u, b, j] = x[u, base(q) + step * j]``: one matrix product per pair of rows
+    ``(u, w = u + dp)`` (u a border row); rows are then combined with ``rp.weights``.
+    """
+    T = 2 * k - 1
+    qb = l - 1 - np.arange(l)
+    cols = np.concatenate(
+        [(l - 1) + bc[qb][:, None] + dc * np.arange(nc)[None, :] for _, bc, dc, nc in cp.segments],
+        axis=1,
+    )  # (l, J): Z[w, b, j] = xpad[w, cols[b, j]]
+    signs = np.concatenate([np.full(nc, float(sc)) for sc, _, _, nc in cp.segments])
+    rows = _row_blocks(xpad, rp.blocks, 2 * k - 2)  # (B, nw, n + 2l - 2)
+    B, nw = rows.shape[:2]
+    nu = nw - (2 * k - 2)
+    rhs = rows[:, :, cols]  # (B, nw, l, J): right factor, rows u + dp
+    lhs = rhs[:, k - 1 : k - 1 + nu] * jnp.asarray(signs, xpad.dtype)  # rows u, signed
+    q = jnp.einsum("xubj,xwcj->xuwbc", lhs, rhs, precision=_HI)  # (B, nu, nw, l, l)
+    h = jax.vmap(lambda q: _band(q, T))(q).reshape((B * nu, T, l, l))
+    return jnp.einsum("pu,utbc->ptbc", jnp.asarray(rp.weights, xpad.dtype), h, precision=_HI)
+
+
+def _skew(v, row_axis: int, lag_axis: int):
+    """``w[.., a, .., a', ..] = v[.., a, .., a - a' + k - 1, ..]`` (a' replaces the lag axis).
+
+    ``v.shape[row_axis] = k``, ``v.shape[lag_axis] = 2k - 1``.  Done with a flip and
+    reshapes of the flattened (row, lag) block (no gather: XLA on CPU would materialise
+    and re-read large index arrays).
+    """
+    v = jnp.moveaxis(v, (row_axis, lag_axis), (0, 1))
+    k = v.shape[0]
+    rest = v.shape[2:]
+    if k > 1:
+        # flip lag: w[a, a'] = v'[a, (k-1) - a + a'] at flat index a*(2k-2) + (k-1) + a'
+        v = jnp.flip(v, 1).reshape((k * (2 * k - 1),) + rest)
+        v = lax.slice_in_dim(v, k - 1, k - 1 + k * (2 * k - 2), axis=0)
+        v = v.reshape((k, 2 * k - 2) + rest)[:, :k]
+    return jnp.moveaxis(v, (0, 1), (row_axis, lag_axis))
+
+
+def _lag_terms_to_gram(k: int, l: int, R=None, Vp=None, Vq=None, Vc=None):
+    """Assemble ``G[(a,b),(a',b')]`` (p = k-1-a, q = l-1-b, t = a-a'+k-1, s = b-b'+l-1) as
+
+    ``R[t, s] + Vp[p, t, s] + Vq[q, t, s] + Vc[p, t, b, b']`` (absent terms are skipped).
+    """
+    T, S = 2 * k - 1, 2 * l - 1
+    dt = next(v.dtype for v in (R, Vp, Vq, Vc) if v is not None)
+    acc = None  # indexed [a, t, b, b']
+    v = None  # indexed [a, t, s]
+    if R is not None:
+        v = jnp.broadcast_to(R[None], (k, T, S))
+    if Vp is not None:
+        v = jnp.flip(Vp, 0) if v is None else v + jnp.flip(Vp, 0)
+    if v is not None:
+        acc = _skew(jnp.broadcast_to(v[:, :, None, :], (k, T, l, S)), 2, 3)
+    if Vc is not None:
+        acc = jnp.flip(Vc, 0) if acc is None else acc + jnp.flip(Vc, 0)
+    g = 0
+    if acc is not None:
+        g = jnp.transpose(_skew(acc, 0, 1), (0, 2, 1, 3))  # [a, b, a', b']
+    if Vq is not None:
+        w = _skew(jnp.flip(Vq, 0), 0, 2)  # [b, t, b']
+        g = g + _skew(jnp.broadcast_to(w[None], (k, l, T, l)), 0, 2)
+    g = jnp.broadcast_to(jnp.asarray(g, dt), (k, l, k, l))
+    return g.reshape(k * l, k * l)
+
+
+def _valid_gram(x, R, k: int, l: int):
+    m, n = x.shape
+    dt = x.dtype
+    rp, cp = _axis_plan(m, k), _axis_plan(n, l)
+    xpad = jnp.pad(x, ((k - 1, k - 1), (l - 1, l - 1)))
+    has_r, has_c = len(rp.index) > 0, len(cp.index) > 0
+    terms = {}
+    if rp.alpha and cp.alpha:
+        terms["R"] = R
+    if cp.alpha and has_r:  # border rows x all columns
+        rc = _border_corr(x, xpad, rp.blocks, k, l)  # (u, t, s)
+        terms["Vp"] = jnp.einsum("pu,uts->pts", jnp.asarray(rp.weights, dt), rc, precision=_HI)
+    if rp.alpha and has_c:  # all rows x border columns
+        cc = _border_corr(x.T, xpad.T, cp.blocks, l, k)  # (v, s, t)
+        terms["Vq"] = jnp.einsum("qv,vst->qts", jnp.asarray(cp.weights, dt), cc, precision=_HI)
+    if has_r and cp.segments:  # border rows x border columns
+        terms["Vc"] = _corner_terms(xpad, rp, cp, k, l)
+    return _lag_terms_to_gram(k, l, **terms)
+
+
+def _toeplitz_gram(R, k: int, l: int):
+    """G[(a,b),(a',b')] = R[a-a'+k-1, b-b'+l-1]."""
+    return _lag_terms_to_gram(k, l, R=R)
+
+
+def _symmetrize(g):
+    return 0.5 * (g + g.T)  # exactly symmetric; the pieces differ only by rounding
+
+
+# --------------------------------------------------------------------- public pieces
+
+
+def _gram_impl(x, k: int, l: int, mode: str, X=None, s=None):
+    m, n = x.shape
+    if mode == "circular":
+        if X is None:
+            X = jnp.fft.rfft2(x)
+        r = jnp.fft.irfft2(X * jnp.conj(X), s=(m, n))
+        return _symmetrize(_toeplitz_gram(_lag_gather(r, k, l), k, l))
+    if X is None:
+        s = (_fast_len(m + k - 1), _fast_len(n + l - 1))
+        X = jnp.fft.rfft2(x, s=s)
+    R = _autocorr_full(X, s, k, l)
+    if mode == "full":
+        return _symmetrize(_toeplitz_gram(R, k, l))
+    return _symmetrize(_valid_gram(x, R, k, l))
+
+
+def _rhs_direct(x, y, k: int, l: int, mode: str):
+    """b via a direct (exact-summation) correlation."""
+    m, n = x.shape
+    if mode == "full":
+        # b[a, b] = sum_{u,v} x[u, v] y[u+a, v+b]
+        out = lax.conv_general_dilated(
+            y[None, None], x[None, None], (1, 1), "VALID", precision=_HI
+        )[0, 0]
+        return out.reshape(-1)
+    if mode == "circular":
+        ck, cl = (k - 1) // 2, (l - 1) // 2
+        x = jnp.pad(x, ((k - 1 - ck, ck), (l - 1 - cl, cl)), mode="wrap")
+    # b[a, b] = sum_{i,j} y[i,j] x[i+k-1-a, j+l-1-b]
+    out = lax.conv_general_dilated(
+        x[None, None], y[None, None], (1, 1), "VALID", precision=_HI
+    )[0, 0]
+    return out[::-1, ::-1].reshape(-1)
+
+
+def _rhs_fft(x, y, k: int, l: int, mode: str, X=None, s=None):
+    m, n = x.shape
+    if mode == "circular":
+        # b[a, b] = sum_u x[u] y[(u + a - ck) mod m]  (circular cross-correlation)
+        if X is None:
+            X = jnp.fft.rfft2(x)
+        c = jnp.fft.irfft2(jnp.conj(X) * jnp.fft.rfft2(y), s=(m, n))
+        ck, cl = (k - 1) // 2, (l - 1) // 2
+        ri = (np.arange(k) - ck) % m
+        ci = (np.arange(l) - cl) % n
+        return jnp.take(jnp.take(c, ri, axis=0), ci, axis=1).reshape(-1)
+    if X is None:
+        s = (_fast_len(m + k - 1), _fast_len(n + l - 1))
+        X = jnp.fft.rfft2(x, s=s)
+    Y = jnp.fft.rfft2(y, s=s)
+    if mode == "full":
+        # b[a, b] = sum_u x[u] y[u + a]; u + a <= m+k-2 < P: no wrap-around.
+        c = jnp.fft.irfft2(jnp.conj(X) * Y, s=s)
+        return c[:k, :l].reshape(-1)
+    # valid: c[p] = sum_i y[i] x[i + p], i + p <= m - 1: no wrap-around.
+    c = jnp.fft.irfft2(X * jnp.conj(Y), s=s)
+    return c[:k, :l][::-1, ::-1].reshape(-1)
+
+
+def _rhs_method(m, n, k, l, mode, method, dtype):
+    if method != "auto":
+        return method
+    My, Ny = output_shape((m, n), (k, l), mode)
+    small = k * l * My * Ny <= _RHS_DIRECT_MAX_MACS
+    # XLA's direct float32 correlation sums #y terms with growing error; the FFT's error
+    # only grows like log(#y), so large float32 problems go through the FFT.
+    if dtype == jnp.float32:
+        small = small and My * Ny <= _RHS_DIRECT_MAX_TERMS_F32
+    return "direct" if small else "fft"
+
+
+def _check_y(y, x_shape, k, l, mode):
+    exp = output_shape(x_shape, (k, l), mode)
+    if y.shape != exp:
+        raise ValueError(f"y has shape {y.shape}, expected {exp} for mode {mode!r}")
+
+
+def _static_args(kernel_shape, mode, rhs_method="auto"):
+    k, l = _kernel_shape(kernel_shape)
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if rhs_method not in ("auto", "direct", "fft"):
+        raise ValueError(f"rhs_method must be 'auto', 'direct' or 'fft', got {rhs_method!r}")
+    return k, l
+
+
+def _prep_xy(x, y, k, l, mode):
+    dt = _float_dtype(x, y)
+    x, y = _prep_image(x, dt), _prep_image(y, dt)
+    _check(*x.shape, k, l, mode)
+    _check_y(y, x.shape, k, l, mode)
+    return x, y
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _gram_jit(x, k, l, mode):
+    x = _prep_image(x, _float_dtype(x))
+    _check(*x.shape, k, l, mode)
+    return _gram_impl(x, k, l, mode)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
+def _rhs_jit(x, y, k, l, mode, rhs_method):
+    x, y = _prep_xy(x, y, k, l, mode)
+    if _rhs_method(*x.shape, k, l, mode, rhs_method, x.dtype) == "direct":
+        return _rhs_direct(x, y, k, l, mode)
+    return _rhs_fft(x, y, k, l, mode)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
+def _ne_jit(x, y, k, l, mode, rhs_method):
+    x, y = _prep_xy(x, y, k, l, mode)
+    m, n = x.shape
+    if mode == "circular":
+        s = (m, n)
+        X = jnp.fft.rfft2(x)
+    else:
+        s = (_fast_len(m + k - 1), _fast_len(n + l - 1))
+        X = jnp.fft.rfft2(x, s=s)
+    gram = _gram_impl(x, k, l, mode, X=X, s=s)
+    if _rhs_method(m, n, k, l, mode, rhs_method, x.dtype) == "direct":
+        rhs = _rhs_direct(x, y, k, l, mode)
+    else:
+        rhs = _rhs_fft(x, y, k, l, mode, X=X, s=s)
+    half_yy = 0.5 * _sum(y * y)
+    return NormalEquations(gram, rhs, half_yy)
+
+
+def gram_matrix(x, kernel_shape, mode: str = "valid"):
+    """``G = A^T A`` of shape ``(k*l, k*l)`` (row-major kernel raveling)."""
+    k, l = _static_args(kernel_shape, mode)
+    return _gram_jit(x, k, l, mode)
+
+
+def normal_rhs(x, y, kernel_shape, mode: str = "valid", rhs_method: str = "auto"):
+    """``b = A^T y`` of shape ``(k*l,)``.
+
+    ``rhs_method``: 'direct' (exact-summation correlation, cost ``k*l*#y``), 'fft', or
+    'auto' (direct below ``2**22`` multiply-adds).
+    """
+    k, l = _static_args(kernel_shape, mode, rhs_method)
+    return _rhs_jit(x, y, k, l, mode, rhs_method)
+
+
+def normal_equations(
+    x, y, kernel_shape, mode: str = "valid", rhs_method: str = "auto"
+) -> NormalEquations:
+    """``(G, b, c)`` of ``min_h 1/2 ||A h - y||^2`` for ``y = conv(x, h, mode)``.
+
+    ``x``: image ``(m, n)``; ``y``: observation of shape ``output_shape(x.shape,
+    kernel_shape, mode)``; ``kernel_shape``: ``(k, l)``; ``mode``: 'valid', 'full' or
+    'circular'.  ``kernel_shape``, ``mode`` and ``rhs_method`` must be static under
+    ``jax.jit`` (``static_argnames=("kernel_shape", "mode")``).  Results are in the
+    inputs' floating dtype (float32 stays float32).  Use ``jax.vmap`` for batches.
+    """
+    k, l = _static_args(kernel_shape, mode, rhs_method)
+    return _ne_jit(x, y, k, l, mode, rhs_method)
+
+
+def quadratic_value(ne: NormalEquations, h):
+    """``1/2 h^T G h - b^T h + c`` (= ``1/2 ||A h - y||^2``); ``h`` is (k, l) or (k*l,)."""
+    h = jnp.reshape(h, (-1,))
+    gh = jnp.matmul(ne.gram, h, precision=_HI)
+    return 0.5 * jnp.dot(h, gh, precision=_HI) - jnp.dot(ne.rhs, h, precision=_HI) + ne.half_yy
+
+
+def gram_matvec(x, h, mode: str = "valid"):
+    """``A^T A h`` by two direct correlations (no G); ``h`` is (k, l), result (k, l)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    return _matvec_jit(x, h, mode)
+
+
+@functools.partial(jax.jit, static_argnums=(2,))
+def _matvec_jit(x, h, mode):
+    h = jnp.asarray(h)
+    k, l = h.shape
+    dt = _float_dtype(x, h)
+    x = _prep_image(x, dt)
+    h = h.astype(dt)
+    _check(*x.shape, k, l, mode)
+    if mode == "circular":
+        ck, cl = (k - 1) // 2, (l - 1) // 2
+        x = jnp.pad(x, ((k - 1 - ck, ck), (l - 1 - cl, cl)), mode="wrap")
+    elif mode == "full":
+        x = jnp.pad(x, ((k - 1, k - 1), (l - 1, l - 1)))
+    # A h = valid convolution of the (padded) image with h.
+    ah = lax.conv_general_dilated(
+        x[None, None], h[::-1, ::-1][None, None], (1, 1), "VALID", precision=_HI
+    )[0, 0]
+    return _rhs_direct(x, ah, k, l, "valid").reshape(k, l)
