@@ -33,9 +33,11 @@ from jdeconv import _checks
 
 METHODS = ("auto", "direct", "fft")
 # Direct convolution costs ~ k*l per output pixel, FFT ~ log(m*n): switch when
-# the smaller operand has more taps than this (measured on CPU, see
-# benchmarks/bench_conv.py).
-_FFT_TAPS = 100
+# the smaller operand has more taps than this. On CPU, XLA's direct convolution
+# is slower than the FFT from 3x3 kernels up (3-40x, benchmarks/bench_conv.py);
+# on accelerators the convolution units make direct faster for small kernels.
+_FFT_TAPS = {"cpu": 4}
+_FFT_TAPS_ACCELERATOR = 100
 
 
 def _padding(image_shape, kernel_shape, mode):
@@ -80,7 +82,7 @@ def _pad_transpose(z, image_shape, kernel_shape, mode):
 
 def _use_fft(method, taps):
     if method == "auto":
-        return taps > _FFT_TAPS
+        return taps > _FFT_TAPS.get(jax.default_backend(), _FFT_TAPS_ACCELERATOR)
     return method == "fft"
 
 
