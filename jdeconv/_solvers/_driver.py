@@ -17,6 +17,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 from jax import lax
 
 from jdeconv import _result
@@ -42,6 +43,20 @@ class _LoopState(NamedTuple):
     kkt: jax.Array
     history: jax.Array
     errors: jax.Array
+
+
+def projected(opt: optax.GradientTransformation):
+    """``(init, update)`` of an optax transformation followed by the projection.
+
+    The projection is applied after ``optax.apply_updates``, as optax's own
+    documentation does for projected methods.
+    """
+
+    def update(h, g, state, objective, prox):
+        updates, state = opt.update(g, state, h)
+        return prox(optax.apply_updates(h, updates)), state
+
+    return opt.init, update
 
 
 def kkt_residual(h, g, prox, lipschitz):

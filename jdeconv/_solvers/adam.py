@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import optax
 
+from jdeconv._solvers import _driver
+
 DEFAULT_RATE = 20.0  # initial rate, in units of the mean tap 1/n
 
 
@@ -18,13 +20,4 @@ def make(n_taps: int, max_iters: int, rate: float = DEFAULT_RATE):
     transition = max(max_iters // 10, 1)
     schedule = optax.exponential_decay(rate / n_taps, transition_steps=transition,
                                        decay_rate=0.6, end_value=1e-7 * rate / n_taps)
-    opt = optax.adam(learning_rate=schedule)
-
-    def init(h0):
-        return opt.init(h0)
-
-    def update(h, g, state, objective, prox):
-        updates, state = opt.update(g, state, h)
-        return prox(optax.apply_updates(h, updates)), state
-
-    return init, update
+    return _driver.projected(optax.adam(learning_rate=schedule))

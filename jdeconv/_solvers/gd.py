@@ -10,16 +10,9 @@ from __future__ import annotations
 
 import optax
 
+from jdeconv._solvers import _driver
+
 
 def make(lipschitz):
     """Returns ``(init, update)`` for gradient descent with step ``1/lipschitz``."""
-    opt = optax.sgd(learning_rate=1.0 / lipschitz)
-
-    def init(h0):
-        return opt.init(h0)
-
-    def update(h, g, state, objective, prox):
-        updates, state = opt.update(g, state, h)
-        return prox(optax.apply_updates(h, updates)), state
-
-    return init, update
+    return _driver.projected(optax.sgd(learning_rate=1.0 / lipschitz))
