@@ -222,19 +222,17 @@ def _compiled(batched, kernel_shape, mode, prior, solver, max_iters):
     f = functools.partial(_core, kernel_shape=kernel_shape, mode=mode, prior=prior,
                           solver=solver, max_iters=max_iters)
     if batched:
-        f = jax.vmap(f, in_axes=(0, 0, None, None, None, 0))
+        f = jax.vmap(f, in_axes=(0, 0, 0, None, None, 0))
     return jax.jit(f)
 
 
 def _settings(x, kernel_shape, prior, solver, regularization, max_iters, tol, support):
     prior = _priors.check_prior(prior)
-    if isinstance(regularization, str):
-        if regularization == "auto":
-            raise ValueError("regularization='auto' is not available in this version; give "
-                             "weights explicitly, e.g. {'smooth': 1e-3}, or None.")
+    auto = isinstance(regularization, str) and regularization == "auto"
+    if isinstance(regularization, str) and not auto:
         raise ValueError(f"regularization must be None, 'auto' or a mapping of weights, got "
                          f"{regularization!r}.")
-    weights = _regularizers.check_regularization(regularization)
+    weights = _regularizers.check_regularization(None if auto else regularization)
     n_taps = kernel_shape[0] * kernel_shape[1]
     resolved = _resolve_solver(solver, prior, n_taps, weights)
     if max_iters is None:
@@ -253,14 +251,36 @@ def _settings(x, kernel_shape, prior, solver, regularization, max_iters, tol, su
     return prior, weights, resolved, max_iters, tol, mask
 
 
+def _choose_weights(x, y, kshape, mode, prior, support, batched):
+    """``regularization="auto"``: weights chosen from the data (one pair at a time).
+
+    ``x``, ``y`` are validated, in the solver's geometry (``"same"`` already
+    reduced to ``"valid"``).
+
+    Returns (weights as {name: (B,) array}, noise sigma (B,), fit statistic (B,)).
+    """
+    from jdeconv._autoreg import choose_regularization
+
+    xs, ys = (x, y) if batched else (x[None], y[None])
+    chosen = [choose_regularization(xi, yi, kshape, mode=mode, prior=prior, support=support)
+              for xi, yi in zip(xs, ys)]
+    weights = {name: jnp.asarray([c.weights.get(name, 0.0) for c in chosen], x.dtype)
+               for name in _regularizers.REGULARIZERS}
+    sigma = jnp.asarray([c.noise_sigma for c in chosen], x.dtype)
+    fit = jnp.asarray([c.fit_statistic for c in chosen], x.dtype)
+    return weights, sigma, fit
+
+
 def _to_result(out, L, rnorm, obj, weights, *, solver, requested, prior, mode, kshape,
-               max_iters, tol, lead=()):
+               max_iters, tol, lead=(), noise_sigma=None, fit_statistic=None):
     return _result.KernelEstimate(
         kernel=out.h.reshape(lead + kshape), converged=out.converged,
         iterations=out.iterations, loss_history=out.loss_history,
         error_history=out.error_history, objective=obj,
         residual_norm=rnorm, kkt_residual=out.kkt_residual, status=out.status,
         lipschitz=L, regularization={k: jnp.asarray(v) for k, v in weights.items()},
+        noise_sigma=jnp.full(lead, jnp.nan) if noise_sigma is None else noise_sigma,
+        fit_statistic=jnp.full(lead, jnp.nan) if fit_statistic is None else fit_statistic,
         solver=solver, solver_requested=requested, prior=prior, mode=mode,
         kernel_shape=kshape, max_iters=max_iters, tol=tol)
 
@@ -287,8 +307,12 @@ def estimate_kernel(x, y, kernel_shape, *, mode: str = "valid", prior: str = "si
         (active-set on the normal equations: the constrained optimum to
         solver precision), ``"fista"``, ``"gd"``, ``"momentum"``, ``"adam"``,
         or ``"fourier"`` (fast approximate frequency-domain division).
-      regularization: None or weights ``{"tikhonov": w, "smooth": w, "l1": w}``,
-        relative to the image energy (see :mod:`jdeconv._regularizers`).
+      regularization: None, weights ``{"tikhonov": w, "smooth": w, "l1": w}``
+        relative to the image energy (see :mod:`jdeconv._regularizers`), or
+        ``"auto"``: the smoothness weight chosen from the data alone by
+        generalised cross-validation over a grid of candidates (see
+        :func:`jdeconv.choose_regularization`); the result then reports the
+        weight, the estimated noise level and a fit statistic.
       max_iters: iteration cap (default 100 for exact, 5000 for first-order).
       tol: stopping tolerance on the scale-free optimality measure (default
         1e-10 in float64, 1e-6 in float32).
@@ -315,12 +339,19 @@ def estimate_kernel(x, y, kernel_shape, *, mode: str = "valid", prior: str = "si
     x, y, solve_mode, kshape = _prepare(x, y, kernel_shape, mode, dtype, batched=False)
     prior, weights, resolved, max_iters, tol, mask = _settings(
         x, kshape, prior, solver, regularization, max_iters, tol, support)
+    sigma = fit = None
+    if isinstance(regularization, str):  # "auto" (validated by _settings)
+        w, sigma, fit = _choose_weights(x, y, kshape, solve_mode, prior, support, batched=False)
+        w = {k: v[0] for k, v in w.items()}
+        sigma, fit = sigma[0], fit[0]
+    else:
+        w = {k: jnp.asarray(v, x.dtype) for k, v in weights.items()}
     f = _compiled(False, kshape, solve_mode, prior, resolved, max_iters)
-    w = {k: jnp.asarray(v, x.dtype) for k, v in weights.items()}
     ref = _reference(reference, kshape, x.dtype, lead=())
     out, L, rnorm, obj = f(x, y, w, mask, jnp.asarray(tol, x.dtype), ref)
-    return _to_result(out, L, rnorm, obj, weights, solver=resolved, requested=solver,
-                      prior=prior, mode=mode, kshape=kshape, max_iters=max_iters, tol=tol)
+    return _to_result(out, L, rnorm, obj, w, solver=resolved, requested=solver,
+                      prior=prior, mode=mode, kshape=kshape, max_iters=max_iters, tol=tol,
+                      noise_sigma=sigma, fit_statistic=fit)
 
 
 def _reference(reference, kshape, dtype, lead):
@@ -374,6 +405,11 @@ def estimate_kernels(xs, ys, kernel_shape, *, mode: str = "valid", prior: str = 
     prior, weights, resolved, max_iters, tol, mask = _settings(
         xs, kshape, prior, solver, regularization, max_iters, tol, support)
     batch = xs.shape[0]
+    sigma = fit = None
+    if isinstance(regularization, str):  # "auto": one weight per pair
+        w, sigma, fit = _choose_weights(xs, ys, kshape, solve_mode, prior, support, batched=True)
+    else:
+        w = {k: jnp.full((batch,), v, xs.dtype) for k, v in weights.items()}
     ref = _reference(reference, kshape, xs.dtype, lead=(batch,))
     sharding, padded = _batch_sharding(batch)
     if padded != batch:  # repeat the last pair so every device gets equal work
@@ -382,13 +418,13 @@ def estimate_kernels(xs, ys, kernel_shape, *, mode: str = "valid", prior: str = 
         ys = jnp.concatenate([ys, jnp.repeat(ys[-1:], reps, axis=0)])
         if ref is not None:
             ref = jnp.concatenate([ref, jnp.repeat(ref[-1:], reps, axis=0)])
+        w = {k: jnp.concatenate([v, jnp.repeat(v[-1:], reps)]) for k, v in w.items()}
     if sharding is not None:
         xs, ys = jax.device_put(xs, sharding), jax.device_put(ys, sharding)
     f = _compiled(True, kshape, solve_mode, prior, resolved, max_iters)
-    w = {k: jnp.asarray(v, xs.dtype) for k, v in weights.items()}
     out, L, rnorm, obj = f(xs, ys, w, mask, jnp.asarray(tol, xs.dtype), ref)
     if padded != batch:
-        out, L, rnorm, obj = jax.tree_util.tree_map(lambda a: a[:batch], (out, L, rnorm, obj))
-    return _to_result(out, L, rnorm, obj, weights, solver=resolved, requested=solver,
+        out, L, rnorm, obj, w = jax.tree_util.tree_map(lambda a: a[:batch], (out, L, rnorm, obj, w))
+    return _to_result(out, L, rnorm, obj, w, solver=resolved, requested=solver,
                       prior=prior, mode=mode, kshape=kshape, max_iters=max_iters, tol=tol,
-                      lead=(batch,))
+                      lead=(batch,), noise_sigma=sigma, fit_statistic=fit)

@@ -39,6 +39,11 @@ class KernelEstimate:
       lipschitz: Lipschitz constant of the gradient (``||A||²`` + regularisation),
         the step of first-order solvers is its inverse.
       regularization: mapping name -> weight actually used.
+      noise_sigma: noise level estimated from the blurred image when
+        ``regularization="auto"`` (else NaN).
+      fit_statistic: residual RMS / noise level at the chosen weight when
+        ``regularization="auto"``: about 1 when the model fits; well above 1
+        flags a wrong kernel size, misaligned images or a non-linear tone curve.
       solver: the solver that ran (``"auto"`` resolved to a concrete name).
       solver_requested: what the caller asked for.
       prior, mode, kernel_shape, max_iters, tol: the settings used.
@@ -55,6 +60,8 @@ class KernelEstimate:
     status: Any
     lipschitz: Any
     regularization: Any
+    noise_sigma: Any = None
+    fit_statistic: Any = None
     solver: str = "auto"
     solver_requested: str = "auto"
     prior: str = "simplex"
@@ -86,6 +93,6 @@ class KernelEstimate:
 jax.tree_util.register_dataclass(
     KernelEstimate,
     data_fields=["kernel", "converged", "iterations", "loss_history", "error_history", "objective",
-                 "residual_norm", "kkt_residual", "status", "lipschitz", "regularization"],
+                 "residual_norm", "kkt_residual", "status", "lipschitz", "regularization", "noise_sigma", "fit_statistic"],
     meta_fields=["solver", "solver_requested", "prior", "mode", "kernel_shape",
                  "max_iters", "tol"])

@@ -236,8 +236,10 @@ def _per_item(est, batched: bool) -> dict[str, np.ndarray]:
 
     out = {name: lead(getattr(est, name)) for name in ("kernel", "iterations", "converged", "status")}
     for name in ("loss_history", "error_history", "objective", "residual_norm", "kkt_residual",
-                 "lipschitz"):
+                 "lipschitz", "noise_sigma", "fit_statistic"):
         out[name] = lead(getattr(est, name), np.float64)
+    out["regularization"] = {k: np.broadcast_to(lead(v, np.float64), out["iterations"].shape)
+                             for k, v in dict(est.regularization).items()}
     return out
 
 
@@ -346,12 +348,15 @@ def _metrics(cfg: Config, est, items, xs, ys, truths, timing) -> tuple[dict[str,
         "kkt_residual": items["kkt_residual"],
         "kernel_sum": items["kernel"].sum(axis=(-2, -1)),
         "kernel_min": items["kernel"].min(axis=(-2, -1)),
+        "noise_sigma": items["noise_sigma"], "fit_statistic": items["fit_statistic"],
+        "weights": [{k: float(v[i]) for k, v in items["regularization"].items()}
+                    for i in range(batch)],
     }
     m: dict[str, Any] = {
         "batch": batch, "solver": est.solver, "solver_requested": est.solver_requested,
         "prior": est.prior, "mode": est.mode, "kernel_shape": list(est.kernel_shape),
         "max_iters": est.max_iters, "tol": est.tol,
-        "regularization": {k: float(np.asarray(v).ravel()[0]) for k, v in dict(est.regularization).items()},
+        "regularization_requested": cfg.regularization_dict(),
         "message": est.message,
     }
     if batch == 1:

@@ -1,0 +1,125 @@
+"""Noise level of an image from the image alone (no clean reference).
+
+:func:`estimate_noise` returns the standard deviation ``σ`` of additive white
+noise on an image. It is the smallest eigenvalue of the covariance of the
+image's ``r × r`` patches (Liu, Tanaka & Okutomi 2013; Chen, Zhu & Heng 2015):
+white noise adds ``σ² I`` to the patch covariance, while a *blurred* image
+(the ``y`` of kernel estimation) is smooth, so its patches lie close to a
+low-dimensional subspace and the smallest eigenvalue is noise alone. The
+corresponding eigenvector is the ``r × r`` filter that lets through the least
+image structure, chosen for this image: it adapts to the blur (anisotropic,
+motion) where a fixed high-pass filter (Haar HH band, Immerkær's Laplacian
+mask) leaks edges into the estimate.
+
+Notes:
+  With ``p = r²`` and ``N`` patches, the smallest sample eigenvalue of pure
+  noise sits near ``σ² (1 − √(p/N))²`` (Marchenko–Pastur); half of that
+  shrinkage is undone, which centres the estimate on natural images
+  (measured median bias −0.7 %, see ``experiments/ACCURACY.md``). The patch
+  second moments are the normal matrix of a valid convolution with an
+  ``r × r`` kernel, so they come from :func:`jdeconv._gram.gram_matrix`
+  (FFT + border corrections) without forming the patch matrix.
+
+  Accuracy (measured on scikit-image photographs and ``fractal_image``,
+  128² and 256², blurred by Gaussian, disk and motion kernels): within 10 %
+  of the true σ for σ ≥ 0.002, also after 8-bit quantisation for
+  σ ≥ 0.005 (the quantisation noise ``1/(255 √12) ≈ 0.0011`` adds to σ in
+  quadrature, as it should). Where the blur leaves one direction sharp
+  (short motion blurs) and the scene is strongly textured, image structure
+  leaks in and σ ≤ 0.002 is over-estimated (up to +40 %). A noise-free image
+  returns the residual structure level (~1e-4 to 1e-3), not 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from jdeconv import _checks, _gram
+
+__all__ = ["DEFAULT_PATCH_SIZE", "enough_patches", "estimate_noise"]
+
+DEFAULT_PATCH_SIZE = 7
+
+
+def enough_patches(shape, r: int) -> bool:
+    """Whether an image of ``shape`` holds the ``2 r²`` patches the estimate needs."""
+    m, n = shape
+    return max(m - r + 1, 0) * max(n - r + 1, 0) >= 2 * r * r
+
+
+def _box_means(y, r: int):
+    """Mean of ``y[a:a+M', b:b+N']`` for every offset (a, b) in the r × r window."""
+    m, n = y.shape
+    Mp, Np = m - r + 1, n - r + 1
+    c = jnp.cumsum(jnp.cumsum(jnp.pad(y, ((1, 0), (1, 0))), axis=0), axis=1)
+    a = jnp.arange(r)
+    s = (c[a[:, None] + Mp, a[None, :] + Np] - c[a[:, None], a[None, :] + Np]
+         - c[a[:, None] + Mp, a[None, :]] + c[a[:, None], a[None, :]])
+    return s / (Mp * Np)
+
+
+def _noise_impl(y, r: int):
+    m, n = y.shape
+    N = (m - r + 1) * (n - r + 1)
+    y = y - jnp.mean(y)
+    # gram[(p, q), (p', q')] = sum over patches of y[i + r-1-p, j + r-1-q] * (...)'
+    second = _gram.gram_matrix(y, (r, r), "valid") / N
+    mu = _box_means(y, r)[::-1, ::-1].reshape(-1)  # same (flipped) tap order
+    cov = second - jnp.outer(mu, mu)
+    cov = 0.5 * (cov + cov.T)
+    lam = jnp.maximum(jnp.linalg.eigvalsh(cov)[0], 0)
+    shrink = 1.0 - 0.5 * math.sqrt(r * r / N)
+    return jnp.sqrt(lam) / shrink
+
+
+def estimate_noise(y, *, patch_size: int = DEFAULT_PATCH_SIZE) -> jax.Array:
+    """Standard deviation of the additive white noise on a (blurred) image.
+
+    Pure JAX: works under ``jax.jit`` and ``jax.vmap`` (vmap over a stack of
+    images for a batch). Outside a transformation the input is validated
+    eagerly (2-D, non-empty, finite, large enough for the patch size).
+
+    Args:
+      y: image, shape (m, n), any real dtype (integers are converted to the
+        default float type; values are taken as they are, so an 8-bit image
+        read as 0..255 gives σ in the same units).
+      patch_size: side r of the square patches (static); 7 by default. Larger
+        patches suppress more image structure but need more pixels: the image
+        must hold at least ``2 r²`` patches.
+
+    Returns:
+      σ as a 0-d array of the input's float dtype.
+
+    Raises:
+      ValueError, TypeError: for a non-2-D, empty, non-finite or too small
+        image, or a bad ``patch_size``.
+
+    Example:
+      >>> import numpy as np, jdeconv
+      >>> from jdeconv._noise_level import estimate_noise
+      >>> x = jdeconv.natural_image("camera", shape=128)
+      >>> y = jdeconv.conv2d(x, jdeconv.gaussian_kernel(9, 1.5))
+      >>> y = jdeconv.add_gaussian_noise(y, 0.01, seed=0)
+      >>> bool(abs(float(estimate_noise(y)) / 0.01 - 1) < 0.1)
+      True
+    """
+    if isinstance(patch_size, bool) or not isinstance(patch_size, int):
+        raise TypeError(f"patch_size must be an int, got {patch_size!r}.")
+    if patch_size < 2:
+        raise ValueError(f"patch_size must be at least 2, got {patch_size}.")
+    y = _checks.as_float_array("y (image)", y, ndim=2)
+    m, n = y.shape
+    r = patch_size
+    patches = max(m - r + 1, 0) * max(n - r + 1, 0)
+    if not enough_patches((m, n), r):
+        raise ValueError(
+            f"image of shape {(m, n)} is too small to estimate its noise with {r}x{r} "
+            f"patches: it holds {patches} patches, at least {2 * r * r} are needed. Use a "
+            "larger image or a smaller patch_size.")
+    return _estimate_jit(y, r)
+
+
+_estimate_jit = jax.jit(_noise_impl, static_argnums=1)
