@@ -5,6 +5,8 @@ problem is least squares in the kernel, ``min_h ½||conv2d(x, h) - y||²``, unde
 priors such as the simplex (nonnegative, sum to one).
 """
 
+from jdeconv._autoreg import AutoRegularization as AutoRegularization
+from jdeconv._autoreg import choose_regularization as choose_regularization
 from jdeconv._config import Config as Config
 from jdeconv._config import ConfigError as ConfigError
 from jdeconv._config import load_config as load_config
@@ -14,6 +16,8 @@ from jdeconv._conv import conv2d_adjoint_kernel as conv2d_adjoint_kernel
 from jdeconv._estimate import SOLVERS as SOLVERS
 from jdeconv._estimate import estimate_kernel as estimate_kernel
 from jdeconv._estimate import estimate_kernels as estimate_kernels
+from jdeconv._gram import NormalEquations as NormalEquations
+from jdeconv._gram import normal_equations as normal_equations
 from jdeconv._images import IMAGE_NAMES as IMAGE_NAMES
 from jdeconv._images import NATURAL_IMAGE_NAMES as NATURAL_IMAGE_NAMES
 from jdeconv._images import checkerboard_image as checkerboard_image
@@ -38,6 +42,7 @@ from jdeconv._kernels import motion_kernel as motion_kernel
 from jdeconv._kernels import random_smooth_kernel as random_smooth_kernel
 from jdeconv._loss import data_loss as data_loss
 from jdeconv._loss import data_loss_grad as data_loss_grad
+from jdeconv._noise_level import estimate_noise as estimate_noise
 from jdeconv._operators import ImageOperator as ImageOperator
 from jdeconv._operators import KernelOperator as KernelOperator
 from jdeconv._operators import dottest as dottest
@@ -55,7 +60,7 @@ from jdeconv._runner import run_experiment as run_experiment
 __version__ = "0.1.0"
 
 __all__ = [
-    "Config",
+    "AutoRegularization",    "Config",
     "ConfigError",    "IMAGE_NAMES",
     "ImageInfo",
     "ImageOperator",
@@ -66,15 +71,18 @@ __all__ = [
     "KERNEL_FAMILIES",
     "LossyImageWarning",
     "NATURAL_IMAGE_NAMES",
+    "NormalEquations",
     "add_gaussian_noise",
     "add_poisson_noise",
     "airy_kernel",
     "box_kernel",
     "checkerboard_image",
+    "choose_regularization",
     "delta_image",
     "disk_kernel",
     "estimate_kernel",
     "estimate_kernels",
+    "estimate_noise",
     "fractal_image",
     "gaussian_kernel",
     "make_image",
@@ -82,6 +90,7 @@ __all__ = [
     "motion_kernel",
     "natural_image",
     "noise_target",
+    "normal_equations",
     "project_prior",
     "question_square_image",
     "quantize",

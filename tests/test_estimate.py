@@ -310,3 +310,24 @@ def test_float64_without_x64_is_a_clear_error():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          env=dict(os.environ, JAX_ENABLE_X64="0"), timeout=120)
     assert out.stdout.startswith("OK") and "jax_enable_x64" in out.stdout
+
+
+def test_auto_regularization_reports_weight_noise_and_fit():
+    x = jdeconv.natural_image("camera", shape=(96, 96))
+    h = jdeconv.gaussian_kernel(9, 1.6)
+    y = jdeconv.quantize(jdeconv.add_gaussian_noise(blur(x, h), 0.01, seed=0), 8)
+    est = jdeconv.estimate_kernel(x, y, 9, regularization="auto")
+    assert float(est.regularization["smooth"]) > 0
+    assert abs(float(est.noise_sigma) - 0.01) < 0.002
+    assert 0.8 < float(est.fit_statistic) < 1.3
+    plain = jdeconv.estimate_kernel(x, y, 9)
+    assert rel_err(est.kernel, h) < rel_err(plain.kernel, h)
+    # A clean pair: the weight goes to ~0 and the kernel is recovered.
+    clean = jdeconv.estimate_kernel(x, blur(x, h), 9, regularization="auto")
+    assert rel_err(clean.kernel, h) <= 1e-4
+    # A batch gets one weight per pair.
+    batch = jdeconv.estimate_kernels(np.stack([x, x]), np.stack([y, blur(x, h)]), 9,
+                                     regularization="auto")
+    np.testing.assert_allclose(batch.regularization["smooth"],
+                               [float(est.regularization["smooth"]), float(clean.regularization["smooth"])])
+    np.testing.assert_allclose(batch.kernel[0], est.kernel, atol=1e-9)
