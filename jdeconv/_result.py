@@ -82,9 +82,17 @@ class KernelEstimate:
         conv = np.asarray(self.converged)
         res = np.asarray(self.residual_norm)
         if it.ndim == 0:
-            return (f"solver={self.solver} (asked: {self.solver_requested}) prior={self.prior} "
+            line = (f"solver={self.solver} (asked: {self.solver_requested}) prior={self.prior} "
                     f"iterations={int(it)} converged={bool(conv)} residual_norm={float(res):.4g} "
                     f"kkt={float(np.asarray(self.kkt_residual)):.2e}")
+            weights = {k: float(np.asarray(v)) for k, v in dict(self.regularization or {}).items()}
+            used = ", ".join(f"{k}={v:.3g}" for k, v in weights.items() if v > 0)
+            if used:
+                line += f" regularization: {used}"
+            if self.noise_sigma is not None and np.isfinite(np.asarray(self.noise_sigma)).all():
+                line += (f" noise_sigma={float(np.asarray(self.noise_sigma)):.3g}"
+                         f" fit_statistic={float(np.asarray(self.fit_statistic)):.3g}")
+            return line
         return (f"solver={self.solver} (asked: {self.solver_requested}) prior={self.prior} "
                 f"batch={it.shape[0]} converged={int(conv.sum())}/{conv.size} "
                 f"iterations median={int(np.median(it))} max={int(it.max())}")
