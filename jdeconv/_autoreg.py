@@ -23,16 +23,20 @@ Notes:
     ``K = (G_FF + μ R_FF)⁻¹``, ``dof = |F| − μ tr(K R_FF)``, minus
     ``(Gu)ᵀu / 1ᵀu`` with ``u = K 1`` when the prior fixes ``sum h = 1``;
   * ``GCV(w) = (RSS / n) / (1 − dof / n)²`` with ``n`` the number of fitted
-    pixels; the chosen weight is its minimiser on the grid.
+    pixels; the chosen weight minimises ``log GCV`` averaged with its two
+    neighbours on the grid (the dof of a constrained estimate jumps when the
+    active set changes, and a one-point dip there is an artefact).
 
   Other criteria (``method=``): ``"upre"`` (``RSS + 2 σ² dof``, σ from
   :func:`jdeconv._noise_level.estimate_noise`), ``"discrepancy"`` (largest
   ``w`` with ``RSS ≤ σ² (n − dof)``) and ``"lcurve"`` (corner of maximum
   curvature of ``(log RSS, log hᵀRh)``). They were measured against GCV and
-  the oracle weight on 140 settings (``experiments/ACCURACY.md``): GCV on the
-  constrained solutions was the most reliable, the discrepancy principle and
-  the L-curve were not (the first because image-based σ estimates are biased
-  upwards on clean data, the second because the curve has no clear corner).
+  the oracle weight (``experiments/ACCURACY.md``): GCV on the constrained
+  solutions was the most reliable; GCV of the unconstrained problem (closed
+  form) over-smoothed sparse kernels under the simplex prior; held-out
+  pixels were close but costlier and noisier; the discrepancy principle
+  and the L-curve failed badly (the first is ruled by small errors of σ, the
+  second finds no clear corner).
 
   ``fit_statistic = sqrt(RSS / (n − dof)) / σ`` at the chosen weight, σ from
   :func:`estimate_noise` on the blurred image: about 1 when the model
@@ -55,7 +59,7 @@ from jdeconv import _checks, _conv, _gram, _noise_level, _priors, _regularizers
 from jdeconv._solvers import exact
 
 __all__ = ["AutoRegularization", "DEFAULT_CANDIDATES", "METHODS", "TERMS",
-           "choose_regularization"]
+           "choose_regularization", "select"]
 
 METHODS = ("gcv", "upre", "discrepancy", "lcurve")
 TERMS = ("tikhonov", "smooth")
@@ -200,8 +204,7 @@ def _core(x, y, candidates, R, mask, tol, *, kernel_shape, mode, prior, max_iter
     g0 = gram @ h0 - rhs
     D = H - h0
     GD = D @ gram
-    rss = rss0 + 2 * (D @ g0) + jnp.sum(GD * D, axis=1)
-    rss = jnp.maximum(rss, 0)
+    rss = jnp.maximum(rss0 + 2 * (D @ g0) + jnp.sum(GD * D, axis=1), 0)
     penalty = jnp.einsum("ci,ij,cj->c", H, R, H)
     r = _noise_level.DEFAULT_PATCH_SIZE
     if _noise_level.enough_patches(y.shape, r):
@@ -234,7 +237,13 @@ def _menger_curvature(a, b):
     return c
 
 
-def select(method, rss, dof, penalty, candidates, n_pixels, sigma):
+def _smooth3(c):
+    """Mean of each value and its two neighbours on the grid (edges repeated)."""
+    p = np.concatenate([c[:1], c, c[-1:]])
+    return (p[:-2] + p[1:-1] + p[2:]) / 3
+
+
+def select(method, rss, dof, penalty, candidates, n_pixels, sigma, *, smooth=True):
     """Criterion values per candidate and the chosen index (host-side numpy).
 
     Args:
@@ -242,20 +251,29 @@ def select(method, rss, dof, penalty, candidates, n_pixels, sigma):
       rss, dof, penalty, candidates: (C,) arrays as in :class:`AutoRegularization`.
       n_pixels: number of fitted pixels.
       sigma: noise σ (used by "upre" and "discrepancy").
+      smooth: for "gcv" and "upre", minimise the 3-point running mean of the
+        log criterion over the grid instead of the raw values. The degrees of
+        freedom of a constrained estimate jump when taps enter or leave the
+        active set, and an isolated dip of the criterion at such a jump is an
+        artefact (it chose visibly over-smoothed motion blurs); a dip must
+        persist over neighbouring weights to count.
 
     Returns:
-      (criterion (C,), index).
+      (criterion (C,), index): the raw criterion values and the chosen index.
     """
     rss = np.asarray(rss, np.float64)
     dof = np.asarray(dof, np.float64)
     n = float(n_pixels)
     s2 = float(sigma) ** 2
-    if method == "gcv":
-        crit = (rss / n) / np.maximum(1 - dof / n, 1e-12) ** 2
-        return crit, int(np.nanargmin(crit))
-    if method == "upre":
-        crit = rss + 2 * s2 * dof
-        return crit, int(np.nanargmin(crit))
+    if method in ("gcv", "upre"):
+        if method == "gcv":
+            crit = (rss / n) / np.maximum(1 - dof / n, 1e-12) ** 2
+        else:
+            crit = rss + 2 * s2 * dof
+        score = np.log(np.maximum(crit, 1e-300))
+        if smooth and len(score) > 2:
+            score = _smooth3(score)
+        return crit, int(np.nanargmin(score))
     if method == "discrepancy":
         crit = rss / np.maximum(s2 * (n - dof), np.finfo(np.float64).tiny) - 1
         ok = np.nonzero(crit <= 0)[0]

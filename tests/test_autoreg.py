@@ -1,0 +1,177 @@
+"""choose_regularization: accuracy against the oracle weight, clean data, no recompiles, errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jdeconv
+from jdeconv import _autoreg
+from jdeconv._autoreg import AutoRegularization, choose_regularization
+
+K = 9  # one kernel size for all tests: one compilation
+
+
+def _pair(image, h, sigma, bits, size=96):
+    xt = jdeconv.natural_image(image, shape=size)
+    y = np.asarray(jdeconv.conv2d(xt, h))
+    if sigma:
+        y = jdeconv.add_gaussian_noise(y, sigma, seed=1)
+    return jdeconv.quantize(xt, bits), jdeconv.quantize(y, bits)
+
+
+def _errors(auto, h):
+    H = np.asarray(auto.kernels).reshape(len(auto.candidates), -1)
+    return np.linalg.norm(H - h.ravel(), axis=1) / np.linalg.norm(h)
+
+
+SETTINGS = [  # (image, kernel, sigma, bits)
+    ("camera", jdeconv.gaussian_kernel(K, 1.5), 0.005, 8),
+    ("camera", jdeconv.gaussian_kernel(K, 1.5), 0.02, 16),
+    ("camera", jdeconv.motion_kernel(K, 6, 30), 0.005, 8),
+    ("astronaut", jdeconv.disk_kernel(K, 3.5), 0.005, 8),
+]
+
+
+@pytest.fixture(scope="module")
+def results():
+    out = []
+    for image, h, sigma, bits in SETTINGS:
+        x, y = _pair(image, h, sigma, bits)
+        auto = choose_regularization(x, y, K)
+        out.append((auto, _errors(auto, h), h, x, y))
+    return out
+
+
+def test_result_fields(results):
+    auto, _, _, _, y = results[0]
+    assert isinstance(auto, AutoRegularization)
+    c = len(auto.candidates)
+    assert auto.method == "gcv"
+    assert float(auto.candidates[0]) == 0.0 and np.all(np.diff(np.asarray(auto.candidates)) > 0)
+    for field in ("criterion", "rss", "dof", "penalty"):
+        assert getattr(auto, field).shape == (c,)
+    assert auto.kernels.shape == (c, K, K) and auto.kernel.shape == (K, K)
+    assert auto.weights == {"tikhonov": 0.0, "smooth": auto.weight, "l1": 0.0}
+    assert auto.weight == float(auto.candidates[auto.index])
+    assert auto.n_pixels == y.size
+    dof = np.asarray(auto.dof)
+    assert np.all(dof <= K * K + 1e-6) and np.all(dof > 0)
+    assert np.all(np.diff(dof) <= 1e-6)  # more smoothing, fewer degrees of freedom
+
+
+def test_within_factor_of_oracle(results):
+    ratios = []
+    for auto, err, *_ in results:
+        ratio = err[auto.index] / err.min()
+        assert ratio <= 3.0, ratio
+        ratios.append(ratio)
+    assert np.median(ratios) <= 1.5, ratios
+
+
+def test_never_much_worse_than_prior_alone(results):
+    for auto, err, *_ in results:
+        assert err[auto.index] <= 1.1 * err[0], (err[auto.index], err[0])
+
+
+def test_noise_sigma_and_fit_statistic(results):
+    for (auto, *_), (_, _, sigma, _) in zip(results, SETTINGS):
+        assert abs(float(auto.noise_sigma) / sigma - 1) < 0.1
+        assert 0.8 < float(auto.fit_statistic) < 1.25
+
+
+def test_engine_reproduces_kernel(results):
+    auto, _, _, x, y = results[0]
+    est = jdeconv.estimate_kernel(x, y, K, regularization=auto.weights)
+    np.testing.assert_allclose(np.asarray(est.kernel), np.asarray(auto.kernel), atol=1e-8)
+
+
+@pytest.mark.parametrize("image, h", [("coffee", jdeconv.gaussian_kernel(K, 1.5)),
+                                      ("camera", jdeconv.motion_kernel(K, 6, 30))])
+def test_clean_16bit_pair(image, h):
+    x, y = _pair(image, h, 0.0, 16)
+    auto = choose_regularization(x, y, K)
+    assert auto.weight <= 1e-6
+    assert _errors(auto, h)[auto.index] <= 1e-4
+
+
+def test_fit_statistic_flags_model_errors():
+    xt = jdeconv.natural_image("camera", shape=100)
+    x = xt[2:-2, 2:-2]  # 96x96 like the other tests: no recompilation
+    y = jdeconv.add_gaussian_noise(np.asarray(jdeconv.conv2d(x, jdeconv.gaussian_kernel(K, 1.5))),
+                                   0.002, seed=1)
+    ok = choose_regularization(x, y, K)
+    assert 0.8 < float(ok.fit_statistic) < 1.25
+    # a 13x13 blur (sigma 3) estimated in a 9x9 window
+    y13 = jdeconv.add_gaussian_noise(np.asarray(jdeconv.conv2d(xt, jdeconv.gaussian_kernel(13, 3.0))),
+                                     0.002, seed=1)
+    assert float(choose_regularization(x, y13, K).fit_statistic) > 2.0
+    # a non-linear tone curve (gamma) applied to the blurred image
+    gamma = np.clip(y, 0, 1) ** (1 / 2.2)
+    assert float(choose_regularization(x, gamma, K).fit_statistic) > 10.0
+
+
+def test_no_recompile_per_weight(results):
+    _, _, _, x, y = results[0]
+    f = _autoreg._compiled((K, K), "valid", "simplex", 100)
+    before = f._cache_size()
+    n = len(_autoreg.DEFAULT_CANDIDATES)
+    a = choose_regularization(x, y, K, candidates=np.logspace(-6, -1, n))
+    b = choose_regularization(x, y, K, candidates=np.concatenate([[0.0], np.logspace(-3, 2, n - 1)]))
+    assert f._cache_size() == before == 1
+    assert a.weight != b.weight
+
+
+def test_methods_and_terms(results):
+    auto, err, h, x, y = results[0]
+    args = (auto.rss, auto.dof, auto.penalty, auto.candidates, auto.n_pixels, auto.noise_sigma)
+    for method in _autoreg.METHODS:
+        crit, idx = _autoreg.select(method, *args)
+        assert crit.shape == auto.candidates.shape and 0 <= idx < len(auto.candidates)
+    crit, idx = _autoreg.select("gcv", *args)
+    assert idx == auto.index and np.allclose(crit, np.asarray(auto.criterion))
+    upre = choose_regularization(x, y, K, method="upre")
+    assert upre.method == "upre" and upre.index == _autoreg.select("upre", *args)[1]
+    both = choose_regularization(x, y, K, terms=("tikhonov", "smooth"))
+    assert both.weights["smooth"] == both.weights["tikhonov"] == both.weight
+
+
+def test_same_mode_uses_valid_part():
+    h = jdeconv.gaussian_kernel(K, 1.5)
+    xt = jdeconv.natural_image("camera", shape=96)
+    y = jdeconv.add_gaussian_noise(np.asarray(jdeconv.conv2d(xt, h, mode="same")), 0.01, seed=2)
+    auto = choose_regularization(xt, y, K, mode="same")
+    assert auto.n_pixels == (96 - K + 1) ** 2
+    assert _errors(auto, h)[auto.index] < 0.1
+
+
+@pytest.mark.parametrize("kwargs, err, match", [
+    ({"method": "aic"}, ValueError, "method"),
+    ({"terms": ("l1",)}, ValueError, "l1"),
+    ({"terms": ()}, ValueError, "empty"),
+    ({"terms": ("smoth",)}, ValueError, "smooth"),
+    ({"candidates": [-1.0, 0.1]}, ValueError, ">= 0"),
+    ({"candidates": [np.nan]}, ValueError, "finite"),
+    ({"candidates": []}, ValueError, "non-empty"),
+    ({"candidates": "abc"}, TypeError, "numbers"),
+    ({"prior": "positive"}, ValueError, "prior"),
+    ({"mode": "wrap"}, ValueError, "mode"),
+])
+def test_bad_arguments(kwargs, err, match):
+    x = jdeconv.natural_image("camera", shape=48)
+    y = np.asarray(jdeconv.conv2d(x, jdeconv.gaussian_kernel(5, 1.0)))
+    with pytest.raises(err, match=match):
+        choose_regularization(x, y, 5, **kwargs)
+
+
+def test_bad_images():
+    x = jdeconv.natural_image("camera", shape=48)
+    y = np.asarray(jdeconv.conv2d(x, jdeconv.gaussian_kernel(5, 1.0)))
+    with pytest.raises(ValueError, match="shape"):
+        choose_regularization(x, y[:-1], 5)
+    with pytest.raises(ValueError, match="NaN"):
+        choose_regularization(x, np.where(y > 0.5, np.nan, y), 5)
+    with pytest.raises(ValueError, match="2-D"):
+        choose_regularization(x[None], y, 5)
+    with pytest.raises(ValueError, match="constant"):
+        choose_regularization(np.ones_like(x), y, 5)
