@@ -2,7 +2,7 @@
 
 Usage::
 
-    python experiments/accuracy_suite.py [configs/accuracy_suite.yaml] [--small] [--out DIR]
+    python experiments/accuracy_suite.py [experiments/accuracy_suite.yaml] [--small] [--out DIR]
                                          [--no-criteria] [--limit N]
 
 For every setting (image x kernel x noise σ x bit depth, from the YAML file) the
@@ -58,7 +58,7 @@ from jdeconv import _autoreg, _gram, _regularizers  # noqa: E402
 from jdeconv._solvers import exact  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = ROOT / "configs" / "accuracy_suite.yaml"
+DEFAULT_CONFIG = ROOT / "experiments" / "accuracy_suite.yaml"
 EXTRA_CRITERIA = ("holdout", "gcv_unconstrained", "reml")
 
 
