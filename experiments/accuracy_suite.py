@@ -54,7 +54,7 @@ import jax.numpy as jnp  # noqa: E402
 import scipy.linalg  # noqa: E402
 
 import jdeconv  # noqa: E402
-from jdeconv import _autoreg, _gram, _regularizers  # noqa: E402
+from jdeconv import _autoreg, _gram  # noqa: E402
 from jdeconv._solvers import exact  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -354,7 +354,7 @@ def plot(path: Path, rows) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained")
     sig = np.array([r["sigma"] for r in rows])
     for ax, ref, title in ((axes[0], "oracle", "auto vs oracle weight"),
                            (axes[1], "simplex", "auto vs simplex prior alone")):

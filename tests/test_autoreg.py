@@ -1,7 +1,5 @@
 """choose_regularization: accuracy against the oracle weight, clean data, no recompiles, errors."""
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
