@@ -39,7 +39,7 @@ Notes:
   second finds no clear corner).
 
   ``fit_statistic = sqrt(RSS / (n − dof)) / σ`` at the chosen weight, σ from
-  :func:`estimate_noise` on the blurred image: about 1 when the model
+  :func:`jdeconv.estimate_noise` on the blurred image: about 1 when the model
   explains the data up to white noise; well above 1 flags a wrong kernel size,
   misaligned images or a non-linear tone curve. On nearly noise-free data σ
   measures residual image structure instead, and the statistic falls below 1.
@@ -47,22 +47,21 @@ Notes:
 
 from __future__ import annotations
 
-import functools
-import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jdeconv import _checks, _conv, _gram, _noise_level, _priors, _regularizers
+from jdeconv import _conv, _geometry, _gram, _names, _noise_level, _priors, _problem, _regularizers
+from jdeconv import _validation
 from jdeconv._solvers import exact
 
 __all__ = ["AutoRegularization", "DEFAULT_CANDIDATES", "METHODS", "TERMS",
-           "choose_regularization", "select"]
+           "choose_regularization", "select", "solve_candidates"]
 
-METHODS = ("gcv", "upre", "discrepancy", "lcurve")
-TERMS = ("tikhonov", "smooth")
+METHODS = _names.CRITERIA
+TERMS = _names.QUADRATIC_REGULARIZERS
 # 0 (the prior alone) and 25 weights, three per decade, from 1e-8 to 1.
 DEFAULT_CANDIDATES = (0.0,) + tuple(float(v) for v in np.logspace(-8.0, 0.0, 25))
 
@@ -127,7 +126,7 @@ def _check_terms(terms) -> tuple[str, ...]:
             raise ValueError("the l1 regulariser cannot be chosen automatically (it is not "
                              "quadratic, and constant under the simplex prior); use terms "
                              "from ('tikhonov', 'smooth').")
-        _checks.check_choice("regularizer term", t, TERMS)
+        _validation.check_choice("regularizer term", t, TERMS)
     return tuple(sorted(set(terms), key=TERMS.index))
 
 
@@ -177,47 +176,86 @@ def _dof(gram, R, mu, free, eq):
     return dof
 
 
-def _core(x, y, candidates, R, mask, tol, *, kernel_shape, mode, prior, max_iters):
-    (k, l) = kernel_shape
-    n = k * l
-    dt = x.dtype
-    ne = _gram.normal_equations(x, y, kernel_shape, mode)
+class CandidateSolutions(NamedTuple):
+    """Every candidate weight's constrained solution and the numbers the criteria need."""
+
+    kernels: jax.Array  # (C, n)
+    rss: jax.Array  # (C,)
+    dof: jax.Array  # (C,)
+    penalty: jax.Array  # (C,)
+    qp: exact.QPResult  # batched over candidates
+
+
+def solve_candidates(ne, xp, y, candidates, R, mask, tol, *, kernel_shape, prior, max_iters,
+                     history=False) -> CandidateSolutions:
+    """Solves the problem for every candidate weight from normal equations formed once.
+
+    Traceable (the engine calls it inside its jitted, vmapped core).
+
+    Args:
+      ne: :class:`jdeconv.NormalEquations` of the pair (solver geometry).
+      xp: the original padded for the solver geometry (``_geometry.pad``).
+      y: the blurred image in the solver geometry.
+      candidates: (C,) weights (relative, see :mod:`jdeconv._regularizers`).
+      R: (n, n) the regulariser matrix the weight multiplies.
+      mask: (n,) bool support.
+      tol: solver tolerance.
+      kernel_shape, prior, max_iters: static settings.
+      history: record the exact solver's per-iteration history.
+    """
+    n = kernel_shape[0] * kernel_shape[1]
     gram, rhs = ne.gram, ne.rhs
     scale = jnp.trace(gram) / n
-    R = R.astype(dt)
-    flat_mask = jnp.ones((n,), bool) if mask is None else mask.reshape(-1)
-    eq = prior in ("sum_to_one", "simplex")
+    R = R.astype(gram.dtype)
+    eq = prior in _names.EQUALITY_PRIORS
 
     def solve(w):
         mu = w * scale
-        res = exact.solve_qp(gram + mu * R, rhs, prior=prior, mask=flat_mask,
-                             max_iters=max_iters, tol=tol)
-        free = flat_mask & ~res.active_set
-        return res.solution, _dof(gram, R, mu, free, eq), res.converged
+        res = exact.solve_qp(gram + mu * R, rhs, prior=prior, mask=mask,
+                             max_iters=max_iters, tol=tol, history=history)
+        free = mask & ~res.active_set
+        return res, _dof(gram, R, mu, free, eq)
 
-    H, dof, converged = jax.vmap(solve)(candidates)
+    qp, dof = jax.vmap(solve)(candidates)
+    H = qp.solution
     # RSS: one real convolution, the rest by the exact quadratic expansion.
-    xp = _conv._pad(x, kernel_shape, mode)
     h0 = H[0]
-    r0 = _conv._valid_conv(xp, h0.reshape(kernel_shape), "auto") - y
+    r0 = _conv.valid_conv(xp, h0.reshape(kernel_shape)) - y
     rss0 = jnp.vdot(r0, r0)
     g0 = gram @ h0 - rhs
-    D = H - h0
+    D = H - h0[None, :]
     GD = D @ gram
     rss = jnp.maximum(rss0 + 2 * (D @ g0) + jnp.sum(GD * D, axis=1), 0)
     penalty = jnp.einsum("ci,ij,cj->c", H, R, H)
+    return CandidateSolutions(H, rss, dof, penalty, qp)
+
+
+def _choose_jit(x, y, candidates, R, mask, tol, *, kernel_shape, mode, prior, max_iters,
+                method):
+    ne = _gram.normal_equations_impl(x, y, kernel_shape, mode)
+    xp = _geometry.pad(x, kernel_shape, mode)
+    sol = solve_candidates(ne, xp, y, candidates, R, mask, tol, kernel_shape=kernel_shape,
+                           prior=prior, max_iters=max_iters)
+    sigma = _noise_sigma_or_nan(y)
+    crit, idx = select(method, sol.rss, sol.dof, sol.penalty, candidates, y.size, sigma)
+    return sol, sigma, crit, idx
+
+
+_choose_compiled = jax.jit(_choose_jit, static_argnames=(
+    "kernel_shape", "mode", "prior", "max_iters", "method"))
+
+
+def _noise_sigma_or_nan(y):
     r = _noise_level.DEFAULT_PATCH_SIZE
     if _noise_level.enough_patches(y.shape, r):
-        sigma = _noise_level._noise_impl(y, r)
-    else:  # too small to estimate: fit_statistic becomes NaN
-        sigma = jnp.asarray(jnp.nan, dt)
-    return H.reshape((-1,) + kernel_shape), rss, dof, penalty, sigma, converged
+        return _noise_level.noise_sigma(y, r)
+    return jnp.asarray(jnp.nan, y.dtype)  # too small to estimate: fit_statistic is NaN
 
 
-@functools.lru_cache(maxsize=32)
-def _compiled(kernel_shape, mode, prior, max_iters):
-    return jax.jit(functools.partial(_core, kernel_shape=kernel_shape, mode=mode, prior=prior,
-                                     max_iters=max_iters))
+def fit_statistic(rss, dof, n_pixels, sigma):
+    """``sqrt(RSS / (n − dof)) / σ`` (≈ 1 when the model explains the data up to noise)."""
+    resid_sd = jnp.sqrt(jnp.maximum(rss, 0) / jnp.maximum(n_pixels - dof, 1.0))
+    return jnp.where(sigma > 0, resid_sd / jnp.where(sigma > 0, sigma, 1), jnp.inf)
 
 
 # ----------------------------------------------------------------------------
@@ -227,27 +265,28 @@ def _compiled(kernel_shape, mode, prior, max_iters):
 def _menger_curvature(a, b):
     """Signed curvature of the polyline (a, b) at its inner points (NaN at the ends);
     positive where the curve turns like the corner of an L-curve."""
-    c = np.full(len(a), np.nan)
-    for i in range(1, len(a) - 1):
-        p, q, r = (np.array([a[j], b[j]]) for j in (i - 1, i, i + 1))
-        cross = (q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0])
-        den = np.linalg.norm(q - p) * np.linalg.norm(r - q) * np.linalg.norm(r - p)
-        if den > 0:
-            c[i] = -2 * cross / den
-    return c
+    p0 = jnp.stack([a[:-2], b[:-2]])
+    p1 = jnp.stack([a[1:-1], b[1:-1]])
+    p2 = jnp.stack([a[2:], b[2:]])
+    cross = (p1[0] - p0[0]) * (p2[1] - p0[1]) - (p1[1] - p0[1]) * (p2[0] - p0[0])
+    den = (jnp.linalg.norm(p1 - p0, axis=0) * jnp.linalg.norm(p2 - p1, axis=0)
+           * jnp.linalg.norm(p2 - p0, axis=0))
+    inner = jnp.where(den > 0, -2 * cross / jnp.where(den > 0, den, 1), jnp.nan)
+    nan = jnp.full((1,), jnp.nan, inner.dtype)
+    return jnp.concatenate([nan, inner, nan])
 
 
 def _smooth3(c):
     """Mean of each value and its two neighbours on the grid (edges repeated)."""
-    p = np.concatenate([c[:1], c, c[-1:]])
+    p = jnp.concatenate([c[:1], c, c[-1:]])
     return (p[:-2] + p[1:-1] + p[2:]) / 3
 
 
 def select(method, rss, dof, penalty, candidates, n_pixels, sigma, *, smooth=True):
-    """Criterion values per candidate and the chosen index (host-side numpy).
+    """Criterion values per candidate and the chosen index (traceable).
 
     Args:
-      method: one of :data:`METHODS`.
+      method: one of :data:`METHODS` (static).
       rss, dof, penalty, candidates: (C,) arrays as in :class:`AutoRegularization`.
       n_pixels: number of fitted pixels.
       sigma: noise σ (used by "upre" and "discrepancy").
@@ -261,34 +300,34 @@ def select(method, rss, dof, penalty, candidates, n_pixels, sigma, *, smooth=Tru
     Returns:
       (criterion (C,), index): the raw criterion values and the chosen index.
     """
-    rss = np.asarray(rss, np.float64)
-    dof = np.asarray(dof, np.float64)
-    n = float(n_pixels)
-    s2 = float(sigma) ** 2
+    rss, dof, penalty, candidates = (jnp.asarray(v) for v in (rss, dof, penalty, candidates))
+    n = jnp.asarray(n_pixels, rss.dtype)
+    s2 = jnp.asarray(sigma, rss.dtype) ** 2
+    C = rss.shape[0]
     if method in ("gcv", "upre"):
         if method == "gcv":
-            crit = (rss / n) / np.maximum(1 - dof / n, 1e-12) ** 2
+            crit = (rss / n) / jnp.maximum(1 - dof / n, 1e-12) ** 2
         else:
             crit = rss + 2 * s2 * dof
-        score = np.log(np.maximum(crit, 1e-300))
-        if smooth and len(score) > 2:
+        score = jnp.log(jnp.maximum(crit, 1e-300))
+        if smooth and C > 2:
             score = _smooth3(score)
-        return crit, int(np.nanargmin(score))
+        return crit, jnp.nanargmin(score)
     if method == "discrepancy":
-        crit = rss / np.maximum(s2 * (n - dof), np.finfo(np.float64).tiny) - 1
-        ok = np.nonzero(crit <= 0)[0]
-        return crit, int(ok.max()) if ok.size else 0
+        crit = rss / jnp.maximum(s2 * (n - dof), jnp.finfo(rss.dtype).tiny) - 1
+        ok = crit <= 0
+        last = C - 1 - jnp.argmax(ok[::-1])
+        return crit, jnp.where(jnp.any(ok), last, 0)
     # lcurve: corner of largest curvature among the positive weights
-    pos = np.nonzero(np.asarray(candidates) > 0)[0]
-    crit = np.full(rss.shape, np.nan)
-    if pos.size < 3:
-        return crit, int(pos[0]) if pos.size else 0
-    curv = _menger_curvature(np.log(np.maximum(rss[pos], 1e-300)),
-                             np.log(np.maximum(np.asarray(penalty, np.float64)[pos], 1e-300)))
-    crit[pos] = -curv  # minimised
-    if np.all(np.isnan(curv)):
-        return crit, int(pos[0])
-    return crit, int(pos[np.nanargmax(curv)])
+    pos = candidates > 0
+    curv = _menger_curvature(jnp.log(jnp.maximum(rss, 1e-300)),
+                             jnp.log(jnp.maximum(penalty, 1e-300)))
+    prev_pos = jnp.concatenate([jnp.zeros((1,), bool), pos[:-1]])
+    curv = jnp.where(pos & prev_pos, curv, jnp.nan)
+    crit = jnp.where(pos, -curv, jnp.nan)  # minimised
+    first_pos = jnp.argmax(pos)
+    have = jnp.any(jnp.isfinite(curv))
+    return crit, jnp.where(have, jnp.nanargmax(jnp.where(have, curv, 0)), first_pos)
 
 
 # ----------------------------------------------------------------------------
@@ -337,45 +376,46 @@ def choose_regularization(x, y, kernel_shape, *, mode: str = "valid", prior: str
 
     Example:
       >>> import jdeconv
-      >>> from jdeconv._autoreg import choose_regularization
-      >>> x = jdeconv.natural_image("camera", shape=96)
-      >>> h = jdeconv.gaussian_kernel(7, 1.2)
-      >>> y = jdeconv.add_gaussian_noise(jdeconv.conv2d(x, h), 0.01, seed=0)
-      >>> auto = choose_regularization(x, y, 7)
+      >>> x = jdeconv.data.natural_image("camera", shape=96)
+      >>> h = jdeconv.data.gaussian_kernel(7, 1.2)
+      >>> y = jdeconv.data.add_gaussian_noise(jdeconv.conv2d(x, h), 0.01, seed=0)
+      >>> auto = jdeconv.choose_regularization(x, y, 7)
       >>> auto.method, auto.weights["smooth"] > 0
       ('gcv', True)
     """
-    from jdeconv import _estimate  # the engine imports this module lazily
-
-    x, y, solve_mode, kshape = _estimate._prepare(x, y, kernel_shape, mode, dtype,
-                                                  batched=False)
-    prior = _priors.check_prior(prior)
+    problem = _problem.make_problem(x, y, kernel_shape, mode=mode, dtype=dtype,
+                                    support=support)
+    prior = _validation.check_prior(prior)
     terms = _check_terms(terms)
-    method = _checks.check_choice("method", method, METHODS)
-    cand = _check_candidates(candidates, x.dtype)
-    max_iters = _estimate._check_int("max_iters", max_iters)
-    mask = _priors.check_support(support, kshape)
-    if tol is None:
-        tol = exact.default_tol(x.dtype, kshape[0] * kshape[1])
-    tol = float(tol)
-    if not (math.isfinite(tol) and tol >= 0):
-        raise ValueError(f"tol must be finite and >= 0, got {tol}.")
-    R = jnp.asarray(_basis(terms, kshape), x.dtype)
-    f = _compiled(kshape, solve_mode, prior, max_iters)
-    H, rss, dof, penalty, sigma, _ = f(x, y, jnp.asarray(cand, x.dtype), R, mask,
-                                       jnp.asarray(tol, x.dtype))
-    n_pixels = int(np.prod(y.shape))
-    rss_h, dof_h, pen_h = (np.asarray(a, np.float64) for a in (rss, dof, penalty))
-    sig = float(sigma)
-    crit, idx = select(method, rss_h, dof_h, pen_h, cand, n_pixels, sig)
+    method = _validation.check_choice("method", method, METHODS)
+    cand = _check_candidates(candidates, problem.dtype)
+    max_iters = _validation.check_int(max_iters, "max_iters", minimum=1,
+                                      maximum=_validation.MAX_ITERS, example=100)
+    kshape = problem.kernel_shape
+    tol = exact.default_tol(problem.dtype, problem.n_taps) if tol is None else \
+        _validation.check_tol(tol)
+    return _choose(problem, cand, terms, method, prior, max_iters, tol)
+
+
+def _choose(problem, cand, terms, method, prior, max_iters, tol) -> AutoRegularization:
+    """:func:`choose_regularization` on a validated problem."""
+    kshape, dt = problem.kernel_shape, problem.dtype
+    mask = (jnp.ones((problem.n_taps,), bool) if problem.support is None
+            else problem.support.reshape(-1))
+    R = jnp.asarray(_basis(terms, kshape), dt)
+    cands = jnp.asarray(cand, dt)
+    sol, sigma, crit, idx = _choose_compiled(
+        problem.x, problem.y, cands, R, mask, jnp.asarray(tol, dt), kernel_shape=kshape,
+        mode=problem.solve_mode, prior=prior, max_iters=max_iters, method=method)
+    idx = int(idx)
     w = float(cand[idx])
     weights = {name: 0.0 for name in _regularizers.REGULARIZERS}
     for t in terms:
         weights[t] = w
-    resid_sd = math.sqrt(max(rss_h[idx], 0.0) / max(n_pixels - dof_h[idx], 1.0))
-    fit = resid_sd / sig if sig > 0 else (math.nan if math.isnan(sig) else math.inf)
+    n_pixels = int(np.prod(problem.y.shape))
+    fit = fit_statistic(sol.rss[idx], sol.dof[idx], n_pixels, sigma)
+    H = sol.kernels.reshape((-1,) + kshape)
     return AutoRegularization(
-        weights=weights, weight=w, index=idx, method=method,
-        noise_sigma=sigma, fit_statistic=jnp.asarray(fit, x.dtype),
-        candidates=jnp.asarray(cand, x.dtype), criterion=jnp.asarray(crit, x.dtype),
-        rss=rss, dof=dof, penalty=penalty, kernels=H, kernel=H[idx], n_pixels=n_pixels)
+        weights=weights, weight=w, index=idx, method=method, noise_sigma=sigma,
+        fit_statistic=fit, candidates=cands, criterion=crit, rss=sol.rss, dof=sol.dof,
+        penalty=sol.penalty, kernels=H, kernel=H[idx], n_pixels=n_pixels)

@@ -29,55 +29,14 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jdeconv import _checks
+from jdeconv import _geometry, _validation
 
-METHODS = ("auto", "direct", "fft")
 # Direct convolution costs ~ k*l per output pixel, FFT ~ log(m*n): switch when
 # the smaller operand has more taps than this. On CPU, XLA's direct convolution
 # is slower than the FFT from 3x3 kernels up (3-40x, benchmarks/bench_conv.py);
 # on accelerators the convolution units make direct faster for small kernels.
 _FFT_TAPS = {"cpu": 4}
 _FFT_TAPS_ACCELERATOR = 100
-
-
-def _padding(image_shape, kernel_shape, mode):
-    """((top, bottom), (left, right)) padding that turns ``mode`` into valid."""
-    (k, l) = kernel_shape
-    if mode == "valid":
-        return ((0, 0), (0, 0))
-    if mode == "full":
-        return ((k - 1, k - 1), (l - 1, l - 1))
-    ck, cl = (k - 1) // 2, (l - 1) // 2
-    return ((k - 1 - ck, ck), (l - 1 - cl, cl))
-
-
-def _pad(x, kernel_shape, mode):
-    """The padded image ``P x`` whose valid convolution gives ``mode``."""
-    pads = _padding(x.shape, kernel_shape, mode)
-    if mode == "valid":
-        return x
-    return jnp.pad(x, pads, mode="wrap" if mode == "circular" else "constant")
-
-
-def _fold_rows(z, top, size, bottom, periodic):
-    """Transpose of padding the rows of an array by ``top``/``bottom``."""
-    core = z[top:top + size]
-    if periodic and top:
-        core = core.at[size - top:].add(z[:top])
-    if periodic and bottom:
-        core = core.at[:bottom].add(z[top + size:])
-    return core
-
-
-def _pad_transpose(z, image_shape, kernel_shape, mode):
-    """``P^T z``: crop for zero padding, fold back for periodic padding."""
-    if mode == "valid":
-        return z
-    (m, n) = image_shape
-    (top, bottom), (left, right) = _padding(image_shape, kernel_shape, mode)
-    periodic = mode == "circular"
-    z = _fold_rows(z, top, m, bottom, periodic)
-    return _fold_rows(z.T, left, n, right, periodic).T
 
 
 def _use_fft(method, taps):
@@ -120,20 +79,18 @@ def _valid_corr_fft(x, r):
     return _full_conv_fft(x, r[::-1, ::-1])[M - 1:m, N - 1:n]
 
 
-def _valid_conv(x, h, method):
+def valid_conv(x, h, method: str = "auto"):
+    """Valid convolution of 2-D ``x`` with 2-D ``h`` (no validation; for traced code)."""
     if _use_fft(method, min(h.size, x.size)):
         return _valid_conv_fft(x, h)
     return _valid_conv_direct(x, h)
 
 
-def _valid_corr(x, r, method):
+def valid_corr(x, r, method: str = "auto"):
+    """Valid correlation ``c[s, t] = sum_ij r[i, j] x[i+s, j+t]`` (no validation)."""
     if _use_fft(method, min(r.size, x.size)):
         return _valid_corr_fft(x, r)
     return _valid_corr_direct(x, r)
-
-
-def _check_method(method):
-    return _checks.check_choice("method", method, METHODS)
 
 
 def conv2d(x, h, mode: str = "valid", *, method: str = "auto") -> jax.Array:
@@ -167,13 +124,13 @@ def conv2d(x, h, mode: str = "valid", *, method: str = "auto") -> jax.Array:
       :func:`conv2d_adjoint_kernel`; as a map of ``x``,
       :func:`conv2d_adjoint_image`.
     """
-    mode = _checks.check_mode(mode)
-    _check_method(method)
-    x = _checks.as_float_array("x (image)", x)
-    h = _checks.as_float_array("h (kernel)", h)
-    x, h = _checks.common_float(x, h)
-    _checks.check_kernel_fits(x.shape, h.shape, mode)
-    return _valid_conv(_pad(x, h.shape, mode), h, method)
+    mode = _validation.check_mode(mode)
+    _validation.check_method(method)
+    x = _validation.as_float_array("x (image)", x)
+    h = _validation.as_float_array("h (kernel)", h)
+    x, h = _validation.common_float(x, h)
+    _validation.check_kernel_fits(x.shape, h.shape, mode)
+    return valid_conv(_geometry.pad(x, h.shape, mode), h, method)
 
 
 def conv2d_adjoint_kernel(x, r, kernel_shape, mode: str = "valid", *,
@@ -202,20 +159,20 @@ def conv2d_adjoint_kernel(x, r, kernel_shape, mode: str = "valid", *,
       ``g[a, b] = sum_{i,j} r[i, j] (P x)[i + k-1-a, j + l-1-b]``: the valid
       correlation of the padded image with ``r``, flipped.
     """
-    mode = _checks.check_mode(mode)
-    _check_method(method)
-    kshape = _checks.kernel_shape_tuple(kernel_shape)
-    x = _checks.as_float_array("x (image)", x)
-    r = _checks.as_float_array("r (residual)", r)
-    x, r = _checks.common_float(x, r)
-    _checks.check_kernel_fits(x.shape, kshape, mode)
-    expected = _checks.output_shape(x.shape, kshape, mode)
+    mode = _validation.check_mode(mode)
+    _validation.check_method(method)
+    kshape = _validation.as_shape(kernel_shape, "kernel_shape")
+    x = _validation.as_float_array("x (image)", x)
+    r = _validation.as_float_array("r (residual)", r)
+    x, r = _validation.common_float(x, r)
+    _validation.check_kernel_fits(x.shape, kshape, mode)
+    expected = _geometry.output_shape(x.shape, kshape, mode)
     if tuple(r.shape) != expected:
         raise ValueError(
             f"r has shape {tuple(r.shape)} but conv2d of an image {tuple(x.shape)} with a "
             f"kernel {kshape} in mode {mode!r} has shape {expected}; pass a residual of "
             "that shape.")
-    c = _valid_corr(_pad(x, kshape, mode), r, method)
+    c = valid_corr(_geometry.pad(x, kshape, mode), r, method)
     return c[::-1, ::-1]
 
 
@@ -242,14 +199,14 @@ def conv2d_adjoint_image(h, r, image_shape, mode: str = "valid", *,
       ``P^T (r * flip(h))_full``, with ``P`` the padding of ``mode`` (crop for
       zero padding, fold back for periodic padding).
     """
-    mode = _checks.check_mode(mode)
-    _check_method(method)
-    ishape = _checks.kernel_shape_tuple(image_shape, name="image_shape")
-    h = _checks.as_float_array("h (kernel)", h)
-    r = _checks.as_float_array("r (residual)", r)
-    h, r = _checks.common_float(h, r)
-    _checks.check_kernel_fits(ishape, h.shape, mode)
-    expected = _checks.output_shape(ishape, h.shape, mode)
+    mode = _validation.check_mode(mode)
+    _validation.check_method(method)
+    ishape = _validation.as_shape(image_shape, "image_shape", example="(256, 256)")
+    h = _validation.as_float_array("h (kernel)", h)
+    r = _validation.as_float_array("r (residual)", r)
+    h, r = _validation.common_float(h, r)
+    _validation.check_kernel_fits(ishape, h.shape, mode)
+    expected = _geometry.output_shape(ishape, h.shape, mode)
     if tuple(r.shape) != expected:
         raise ValueError(
             f"r has shape {tuple(r.shape)} but conv2d of an image {ishape} with a kernel "
@@ -257,5 +214,5 @@ def conv2d_adjoint_image(h, r, image_shape, mode: str = "valid", *,
             "that shape.")
     (k, l) = h.shape
     rp = jnp.pad(r, ((k - 1, k - 1), (l - 1, l - 1)))
-    z = _valid_conv(rp, h[::-1, ::-1], method)
-    return _pad_transpose(z, ishape, h.shape, mode)
+    z = valid_conv(rp, h[::-1, ::-1], method)
+    return _geometry.pad_transpose(z, ishape, h.shape, mode)

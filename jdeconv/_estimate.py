@@ -1,121 +1,63 @@
 """Kernel estimation: one pair (:func:`estimate_kernel`) or a batch (:func:`estimate_kernels`).
 
-The pipeline: validate the inputs eagerly (clear errors, never a traceback
-from inside JAX); reduce ``mode="same"`` to the valid part of the blurred
-image, so borders never bias the kernel; form the normal equations once
-(``XᵀX`` and ``Xᵀy`` by FFT, never the im2col matrix); add the quadratic
-regularisers; solve under the prior with the chosen solver, inside one
-``jax.jit`` (``jax.vmap`` over pairs for a batch, sharded over all devices).
+The pipeline: validate once (:func:`jdeconv.make_problem`: clear errors, never a
+traceback from inside JAX; ``"same"`` reduced to the valid part of the blurred
+image, so borders never bias the kernel); inside ONE ``jax.jit`` form the
+normal equations once (``XᵀX`` and ``Xᵀy`` by FFT, never the im2col matrix),
+choose the weights when ``regularization="auto"`` (every candidate solved from
+those same normal equations; the chosen candidate's solution *is* the
+estimate), solve under the prior, and measure (residual, noise level, fit
+statistic). A batch is the same function under ``jax.vmap`` (with one shared
+original, its normal matrix is formed once), sharded over all devices.
 """
 
 from __future__ import annotations
 
 import functools
-import math
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jdeconv import _checks, _conv, _gram, _priors, _regularizers, _result
+from jdeconv import (_autoreg, _conv, _geometry, _gram, _names, _priors, _problem,
+                     _regularizers, _validation)
 from jdeconv._objective import Objective, lipschitz
+from jdeconv._solution import RESULTS, EstimateError, KernelEstimate
 from jdeconv._solvers import _driver, adam, exact, fista, fourier, gd, momentum
 
-SOLVERS = ("auto", "exact", "gd", "fista", "momentum", "adam", "fourier")
 # Largest kernel (in taps) for which the exact solver forms and factors the
 # (k l) x (k l) normal matrix; beyond it "auto" uses FISTA.
 EXACT_MAX_TAPS = 4096
 DEFAULT_MAX_ITERS = {"exact": 100, "fourier": 1}
 DEFAULT_FIRST_ORDER_ITERS = 5000
-DEFAULT_TOL = {"float64": 1e-10, "float32": 1e-6}
+DEFAULT_FIRST_ORDER_TOL = {"float64": 1e-10, "float32": 1e-6}
+
+#: Hyperparameters each solver accepts through ``solver_options=`` (and their defaults).
+SOLVER_OPTIONS: dict[str, dict[str, Any]] = {
+    "exact": {"max_fallback_iters": None},
+    "fista": {"restart": True},
+    "gd": {},
+    "momentum": {"momentum": momentum.DEFAULT_MOMENTUM},
+    "adam": {"learning_rate": adam.DEFAULT_RATE, "decay_rate": adam.DEFAULT_DECAY},
+    "fourier": {"eps": None},
+}
 
 
 # ----------------------------------------------------------------------------
-# Validation (eager, outside jit)
+# Settings (eager)
 # ----------------------------------------------------------------------------
-
-def _check_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {value!r}.")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}.")
-    return int(value)
-
-
-def _same_to_valid(y, kernel_shape):
-    """The part of a 'same' blurred image explained by the valid model."""
-    (k, l) = kernel_shape
-    ck, cl = (k - 1) // 2, (l - 1) // 2
-    m, n = y.shape[-2:]
-    return y[..., k - 1 - ck:m - ck, l - 1 - cl:n - cl]
-
-
-def _prepare(x, y, kernel_shape, mode, dtype, *, batched):
-    """Validates one pair (or a batch) and returns (x, y, mode for the solver)."""
-    ndim = 3 if batched else 2
-    what = "xs (original images)" if batched else "x (original image)"
-    whaty = "ys (blurred images)" if batched else "y (blurred image)"
-    mode = _checks.check_mode(mode)
-    kshape = _checks.kernel_shape_tuple(kernel_shape)
-    dt = _checks.resolve_dtype(dtype)
-    x = _checks.as_float_array(what, x, ndim=ndim, dtype=dt)
-    y = _checks.as_float_array(whaty, y, ndim=ndim, dtype=dt)
-    if dt is None:
-        x, y = _checks.common_float(x, y)
-    if batched and x.shape[0] != y.shape[0]:
-        raise ValueError(f"xs has {x.shape[0]} images but ys has {y.shape[0]}; give one "
-                         "blurred image per original.")
-    ishape = tuple(x.shape[-2:])
-    (k, l) = kshape
-    if k > ishape[0] or l > ishape[1]:
-        raise ValueError(
-            f"kernel shape {kshape} is larger than the original image {ishape}; the kernel "
-            "must be smaller than the image (and much smaller for a well-posed estimate).")
-    expected = ishape if mode == "same" else _checks.output_shape(ishape, kshape, mode)
-    if tuple(y.shape[-2:]) != expected:
-        hint = ""
-        if mode == "valid" and tuple(y.shape[-2:]) == ishape:
-            hint = " The blurred image is as large as the original: use mode='same'."
-        elif mode == "same" and tuple(y.shape[-2:]) == _checks.output_shape(ishape, kshape, "valid"):
-            hint = " The blurred image has the valid size: use mode='valid'."
-        raise ValueError(
-            f"blurred image has shape {tuple(y.shape[-2:])} but an original {ishape} blurred by "
-            f"a {kshape} kernel in mode {mode!r} has shape {expected}.{hint} Otherwise check "
-            "the kernel size and that the two images belong together.")
-    solve_mode = mode
-    if mode == "same":
-        y = _same_to_valid(y, kshape)
-        solve_mode = "valid"
-    M, N = y.shape[-2:]
-    if solve_mode == "valid" and M * N < k * l:
-        raise ValueError(
-            f"the valid region of the blurred image has {M}x{N} = {M * N} pixels but the "
-            f"kernel has {k}x{l} = {k * l} unknowns: the problem is underdetermined. Use a "
-            "smaller kernel size or larger images.")
-    host = np.asarray(x).reshape((-1,) + ishape)
-    flat = host.reshape(host.shape[0], -1)
-    const = np.ptp(flat, axis=1) == 0
-    if const.any():
-        which = f" (pair {int(np.argmax(const))})" if batched else ""
-        raise ValueError(
-            f"the original image{which} is constant: every kernel with the same sum blurs it "
-            "to the same image, so the kernel cannot be identified (the problem is singular). "
-            "Use a textured original (edges, shapes, noise target).")
-    return x, y, solve_mode, kshape
-
 
 def _resolve_solver(solver, prior, n_taps, weights):
-    solver = _checks.check_choice("solver", solver, SOLVERS)
+    solver = _validation.check_solver(solver)
     l1_unsupported = weights["l1"] > 0 and prior in ("none", "sum_to_one")
     if weights["l1"] > 0 and prior == "sum_to_one":
         raise ValueError("the l1 regulariser is not supported with prior='sum_to_one' (its "
                          "proximal map has no closed form there); use prior='simplex' (where "
                          "l1 is constant) or 'nonneg'.")
     if solver == "auto":
-        if n_taps <= EXACT_MAX_TAPS and not l1_unsupported:
-            return "exact"
-        return "fista"
+        return "exact" if n_taps <= EXACT_MAX_TAPS and not l1_unsupported else "fista"
     if solver == "exact" and l1_unsupported:
         raise ValueError("solver='exact' handles the l1 regulariser only with prior 'nonneg' "
                          "or 'simplex'; use solver='fista' for l1 with prior='none'.")
@@ -125,169 +67,302 @@ def _resolve_solver(solver, prior, n_taps, weights):
     return solver
 
 
-# ----------------------------------------------------------------------------
-# The jitted core (one pair; vmapped for batches)
-# ----------------------------------------------------------------------------
-
-def _prox(prior, support, l1, lipschitz_const):
-    """Prox of (prior indicator + l1) with step 1/L, on a flat kernel."""
-
-    def prox(v, shape):
-        h = v.reshape(shape)
-        if prior == "none":
-            h = _regularizers.soft_threshold(h, l1 / lipschitz_const)
-        elif prior == "nonneg":
-            h = h - l1 / lipschitz_const
-        return _priors.project(h, prior, support).ravel()
-
-    return prox
-
-
-def _history(first, last, max_iters, dtype):
-    """History of a direct solver: the start and the final value."""
-    return jnp.full((max_iters + 1,), jnp.nan, dtype).at[0].set(first).at[1].set(last)
-
-
-def _core(x, y, weights, support, tol, reference, *, kernel_shape, mode, prior, solver,
-          max_iters):
-    (k, l) = kernel_shape
-    n = k * l
-    dtype = x.dtype
-    xp = _conv._pad(x, kernel_shape, mode)
-    ref = None if reference is None else reference.ravel()
-
-    def residual(h):
-        return _conv._valid_conv(xp, h, "auto") - y
-
-    if solver == "fourier":
-        eps = jnp.where(weights["tikhonov"] > 0, weights["tikhonov"],
-                        fourier.DEFAULT_EPS[mode]).astype(dtype)
-        h = _priors.project(fourier.solve(x, y, kernel_shape, mode, eps), prior, support)
-        r = residual(h)
-        hist = _history(0.5 * jnp.vdot(y, y), 0.5 * jnp.vdot(r, r), max_iters, dtype)
-        errs = _history(_driver.relative_error(jnp.zeros(n, dtype), ref),
-                        _driver.relative_error(h.ravel(), ref), max_iters, dtype)
-        finite = jnp.all(jnp.isfinite(h))
-        out = _driver.SolverOutput(
-            h.ravel(), jnp.asarray(1, jnp.int32), finite,
-            jnp.where(finite, _result.SUCCESS, _result.NONFINITE).astype(jnp.int32),
-            jnp.asarray(jnp.nan, dtype), hist, errs)
-        return out, jnp.asarray(jnp.nan, dtype), jnp.linalg.norm(r), hist[1]
-
-    ne = _gram.normal_equations(x, y, kernel_shape, mode)
-    scale = jnp.trace(ne.gram) / n
-    gram = ne.gram + _regularizers.quadratic_matrix(weights, scale, kernel_shape, dtype)
-    l1 = (weights["l1"] * scale).astype(dtype) if prior != "simplex" else jnp.zeros((), dtype)
-    objective = Objective(gram, ne.rhs, ne.half_yy, l1)
-    L = lipschitz(gram)
-    mask = None if support is None else support.ravel()
-    prox_flat = _prox(prior, support, l1, L)
-    prox = lambda v: prox_flat(v, kernel_shape)
-    h0 = _priors.project(jnp.zeros(kernel_shape, dtype), prior, support).ravel()
-
-    if solver == "exact":
-        rhs = ne.rhs - l1 if prior == "nonneg" else ne.rhs
-        res = exact.solve_qp(gram, rhs, prior=prior, mask=mask, max_iters=max_iters, tol=tol)
-        h = res.solution
-        g = objective.grad(h)
-        hist = _history(objective.value_from_grad(h0, objective.grad(h0)),
-                        objective.value_from_grad(h, g), max_iters, dtype)
-        errs = _history(_driver.relative_error(h0, ref), _driver.relative_error(h, ref),
-                        max_iters, dtype)
-        finite = jnp.all(jnp.isfinite(h))
-        status = jnp.where(~finite, _result.NONFINITE,
-                           jnp.where(res.converged, _result.SUCCESS, _result.MAX_ITERS_REACHED))
-        out = _driver.SolverOutput(h, res.iterations.astype(jnp.int32), res.converged & finite,
-                                   status.astype(jnp.int32),
-                                   _driver.kkt_residual(h, g, prox, L), hist, errs)
-    else:
-        if solver == "gd":
-            init, update = gd.make(L)
-        elif solver == "fista":
-            init, update = fista.make(L)
-        elif solver == "momentum":
-            init, update = momentum.make(L)
+def _check_options(solver: str, options) -> tuple:
+    """Validates ``solver_options`` against :data:`SOLVER_OPTIONS`; a sorted, hashable tuple."""
+    allowed = SOLVER_OPTIONS[solver]
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise TypeError(f"solver_options must be a mapping like {{'restart': False}}, got "
+                        f"{options!r}.")
+    out = dict(allowed)
+    for key, value in options.items():
+        if key not in allowed:
+            names = ", ".join(allowed) if allowed else "(none)"
+            raise ValueError(f"solver {solver!r} has no option {key!r}; its options are: "
+                             f"{names}." + _validation.closest(key, allowed))
+        if key == "restart":
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"solver option 'restart' must be true or false, got {value!r}.")
+            value = bool(value)
+        elif key == "max_fallback_iters":
+            value = None if value is None else _validation.check_int(
+                value, "max_fallback_iters", minimum=0, maximum=_validation.MAX_ITERS)
+        elif key == "momentum":
+            value = _validation.check_real(value, "momentum", nonnegative=True, example=0.9)
+            if value >= 1:
+                raise ValueError(f"momentum is {value}; it must be in [0, 1), e.g. 0.9.")
+        elif key == "eps":
+            value = None if value is None else _validation.check_real(
+                value, "eps", positive=True, example=1e-3)
         else:
-            init, update = adam.make(n, max_iters)
-        out = _driver.run(init, update, objective, h0, prox, L, max_iters=max_iters, tol=tol,
-                          reference=ref)
-    h = out.h.reshape(kernel_shape)
-    r = residual(h)
-    objective_value = objective.value_from_grad(out.h, objective.grad(out.h))
-    return out, L, jnp.linalg.norm(r), objective_value
+            value = _validation.check_real(value, key, positive=True, example=allowed[key])
+        out[key] = value
+    return tuple(sorted(out.items()))
 
 
-@functools.lru_cache(maxsize=64)
-def _compiled(batched, kernel_shape, mode, prior, solver, max_iters):
-    f = functools.partial(_core, kernel_shape=kernel_shape, mode=mode, prior=prior,
-                          solver=solver, max_iters=max_iters)
-    if batched:
-        f = jax.vmap(f, in_axes=(0, 0, 0, None, None, 0))
-    return jax.jit(f)
+class _Settings(NamedTuple):
+    prior: str
+    weights: dict
+    auto: bool
+    solver: str
+    max_iters: int
+    tol: float
+    options: tuple
 
 
-def _settings(x, kernel_shape, prior, solver, regularization, max_iters, tol, support):
-    prior = _priors.check_prior(prior)
+def _settings(problem, prior, solver, regularization, max_iters, tol, solver_options):
+    prior = _validation.check_prior(prior)
     auto = isinstance(regularization, str) and regularization == "auto"
     if isinstance(regularization, str) and not auto:
         raise ValueError(f"regularization must be None, 'auto' or a mapping of weights, got "
                          f"{regularization!r}.")
     weights = _regularizers.check_regularization(None if auto else regularization)
-    n_taps = kernel_shape[0] * kernel_shape[1]
-    resolved = _resolve_solver(solver, prior, n_taps, weights)
+    resolved = _resolve_solver(solver, prior, problem.n_taps, weights)
+    if auto and resolved != "exact":
+        raise ValueError(f"regularization='auto' needs the exact solver (the kernel has at most "
+                         f"{EXACT_MAX_TAPS} taps and solver 'auto' or 'exact'), got solver "
+                         f"{resolved!r}; give explicit weights instead.")
     if max_iters is None:
         max_iters = DEFAULT_MAX_ITERS.get(resolved, DEFAULT_FIRST_ORDER_ITERS)
-    max_iters = _check_int("max_iters", max_iters)
-    dtype_name = np.dtype(x.dtype).name
+    max_iters = _validation.check_int(max_iters, "max_iters", minimum=1,
+                                      maximum=_validation.MAX_ITERS, example=500)
     if tol is None:
-        tol = DEFAULT_TOL[dtype_name]
-    try:
-        tol = float(tol)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"tol must be a number, got {tol!r}.") from e
-    if not (math.isfinite(tol) and tol >= 0):
-        raise ValueError(f"tol must be finite and >= 0, got {tol}.")
-    mask = _priors.check_support(support, kernel_shape)
-    return prior, weights, resolved, max_iters, tol, mask
+        if resolved == "exact":
+            tol = exact.default_tol(problem.dtype, problem.n_taps)
+        else:
+            tol = DEFAULT_FIRST_ORDER_TOL[np.dtype(problem.dtype).name]
+    tol = _validation.check_tol(tol)
+    options = _check_options(resolved, solver_options)
+    return _Settings(prior, weights, auto, resolved, max_iters, tol, options)
 
 
-def _choose_weights(x, y, kshape, mode, prior, support, batched):
-    """``regularization="auto"``: weights chosen from the data (one pair at a time).
+# ----------------------------------------------------------------------------
+# The jitted core (one pair; vmapped for batches)
+# ----------------------------------------------------------------------------
 
-    ``x``, ``y`` are validated, in the solver's geometry (``"same"`` already
-    reduced to ``"valid"``).
+class _Out(NamedTuple):
+    h: jax.Array
+    result: jax.Array
+    optimality: jax.Array
+    iterations: jax.Array
+    loss_history: jax.Array
+    error_history: jax.Array
+    objective: jax.Array
+    residual_norm: jax.Array
+    lipschitz: jax.Array
+    weights: dict
+    noise_sigma: jax.Array
+    fit_statistic: jax.Array
+    stats: dict
 
-    Returns (weights as {name: (B,) array}, noise sigma (B,), fit statistic (B,)).
+
+def _prox(prior, support, l1, lipschitz_const, kernel_shape):
+    """Prox of (prior indicator + l1) with step 1/L, on a flat kernel."""
+
+    def prox(v):
+        h = v.reshape(kernel_shape)
+        if prior == "none":
+            h = _regularizers.soft_threshold(h, l1 / lipschitz_const)
+        elif prior == "nonneg":
+            h = h - l1 / lipschitz_const
+        return _priors.project_prior(h, prior, support).ravel()
+
+    return prox
+
+
+def _two_point(first, last, size, dtype):
+    """History of a one-shot solver: the start and the final value."""
+    return jnp.full((size,), jnp.nan, dtype).at[0].set(first).at[1].set(last)
+
+
+def _dof_free(gram, reg, free, eq, regularized):
+    """Effective degrees of freedom of the estimate on its face (see :mod:`jdeconv._autoreg`).
+
+    Without regularisation it is the number of free taps (minus one for the
+    equality); with it, the trace of the influence matrix (one Cholesky).
     """
-    from jdeconv._autoreg import choose_regularization
-
-    xs, ys = (x, y) if batched else (x[None], y[None])
-    chosen = [choose_regularization(xi, yi, kshape, mode=mode, prior=prior, support=support)
-              for xi, yi in zip(xs, ys)]
-    weights = {name: jnp.asarray([c.weights.get(name, 0.0) for c in chosen], x.dtype)
-               for name in _regularizers.REGULARIZERS}
-    sigma = jnp.asarray([c.noise_sigma for c in chosen], x.dtype)
-    fit = jnp.asarray([c.fit_statistic for c in chosen], x.dtype)
-    return weights, sigma, fit
+    count = jnp.sum(free).astype(gram.dtype) - (1.0 if eq else 0.0)
+    return jax.lax.cond(regularized, lambda: _autoreg._dof(gram, reg, 1.0, free, eq),
+                        lambda: count)
 
 
-def _to_result(out, L, rnorm, obj, weights, *, solver, requested, prior, mode, kshape,
-               max_iters, tol, lead=(), noise_sigma=None, fit_statistic=None):
-    return _result.KernelEstimate(
-        kernel=out.h.reshape(lead + kshape), converged=out.converged,
+def _core(x, y, support, weights, tol, reference, candidates, *, kernel_shape, mode, prior,
+          solver, max_iters, options, auto_terms):
+    (k, l) = kernel_shape
+    n = k * l
+    dtype = y.dtype
+    opts = dict(options)
+    xp = _geometry.pad(x, kernel_shape, mode)
+    ref = None if reference is None else reference.ravel()
+    mask = jnp.ones((n,), bool) if support is None else support.reshape(-1)
+    eq = prior in _names.EQUALITY_PRIORS
+    sigma = _autoreg._noise_sigma_or_nan(y)
+
+    def finish(h, result, opt, iters, hist, errs, objective, L, w, dof, stats):
+        r = _conv.valid_conv(xp, h.reshape(kernel_shape)) - y
+        rss = jnp.vdot(r, r)
+        fit = _autoreg.fit_statistic(rss, dof, y.size, sigma)
+        return _Out(h, result, opt, iters, hist, errs, objective, jnp.sqrt(rss), L, w, sigma,
+                    fit, stats)
+
+    if solver == "fourier":
+        eps = opts["eps"]
+        if eps is None:
+            eps = jnp.where(weights["tikhonov"] > 0, weights["tikhonov"],
+                            fourier.DEFAULT_EPS[mode]).astype(dtype)
+        h = _priors.project_prior(fourier.solve(x, y, kernel_shape, mode, eps), prior,
+                                  support).ravel()
+        r = _conv.valid_conv(xp, h.reshape(kernel_shape)) - y
+        size = max_iters + 1
+        hist = _two_point(0.5 * jnp.vdot(y, y), 0.5 * jnp.vdot(r, r), size, dtype)
+        errs = _two_point(_driver.relative_error(jnp.zeros(n, dtype), ref),
+                          _driver.relative_error(h, ref), size, dtype)
+        finite = jnp.all(jnp.isfinite(h))
+        result = RESULTS.where(finite, finite)
+        nan = jnp.asarray(jnp.nan, dtype)
+        return finish(h, result, nan, jnp.asarray(1, jnp.int32), hist, errs, hist[1], nan,
+                      weights, jnp.sum(h != 0).astype(dtype), {})
+
+    ne = _gram.normal_equations_impl(x, y, kernel_shape, mode)
+    scale = jnp.trace(ne.gram) / n
+    bmax = jnp.max(jnp.abs(jnp.where(mask, ne.rhs, 0)))
+
+    if auto_terms is not None:  # choose the weight: every candidate from these normal equations
+        R = jnp.asarray(_autoreg._basis(auto_terms, kernel_shape), dtype)
+        sol = _autoreg.solve_candidates(ne, xp, y, candidates, R, mask, tol,
+                                        kernel_shape=kernel_shape, prior=prior,
+                                        max_iters=max_iters, history=True)
+        _, idx = _autoreg.select("gcv", sol.rss, sol.dof, sol.penalty, candidates, y.size, sigma)
+        w_chosen = candidates[idx]
+        weights = {name: (w_chosen if name in auto_terms else jnp.zeros((), dtype))
+                   for name in _names.REGULARIZERS}
+        qp = jax.tree_util.tree_map(lambda a: a[idx], sol.qp)
+        gram = ne.gram + w_chosen * scale * R
+        reg_matrix = w_chosen * scale * R
+        dof = sol.dof[idx]
+    else:
+        reg_matrix = _regularizers.quadratic_matrix(weights, scale, kernel_shape, dtype)
+        gram = ne.gram + reg_matrix
+        qp = None
+        dof = None
+    l1 = (weights["l1"] * scale).astype(dtype) if prior != "simplex" else jnp.zeros((), dtype)
+    objective = Objective(gram, ne.rhs, ne.half_yy, l1)
+    L = lipschitz(gram)
+    prox = _prox(prior, support, l1, L, kernel_shape)
+    h0 = _priors.project_prior(jnp.zeros(kernel_shape, dtype), prior, support).ravel()
+    regularized = (weights["tikhonov"] > 0) | (weights["smooth"] > 0)
+
+    if solver == "exact":
+        if qp is None:
+            rhs = ne.rhs - l1 if prior == "nonneg" else ne.rhs
+            qp = exact.solve_qp(gram, rhs, prior=prior, mask=mask, max_iters=max_iters, tol=tol,
+                                max_fallback_iters=opts["max_fallback_iters"], history=True)
+        h = qp.solution
+        hist = qp.objective_history + ne.half_yy + l1 * jnp.sum(jnp.abs(h))
+        errs = jnp.full(hist.shape, jnp.nan, dtype).at[0].set(_driver.relative_error(h0, ref))
+        errs = errs.at[jnp.minimum(qp.iterations, hist.shape[0] - 1)].set(
+            _driver.relative_error(h, ref))
+        finite = jnp.all(jnp.isfinite(h))
+        free = mask & ~qp.active_set
+        if dof is None:
+            dof = _dof_free(ne.gram, reg_matrix, free, eq, regularized)
+        stats = {"active_taps": jnp.sum(mask & qp.active_set).astype(jnp.int32),
+                 "optimality_history": qp.optimality_history}
+        return finish(h, RESULTS.where(qp.converged, finite), qp.kkt_residual,
+                      qp.iterations.astype(jnp.int32), hist, errs,
+                      objective.value_from_grad(h, objective.grad(h)), L, weights, dof, stats)
+
+    if solver == "gd":
+        init, update = gd.make(L)
+    elif solver == "fista":
+        init, update = fista.make(L, restart=opts["restart"])
+    elif solver == "momentum":
+        init, update = momentum.make(L, momentum=opts["momentum"])
+    else:
+        init, update = adam.make(n, max_iters, learning_rate=opts["learning_rate"],
+                                 decay_rate=opts["decay_rate"])
+    out = _driver.run(init, update, objective, h0, prox, L, bmax, max_iters=max_iters, tol=tol,
+                      reference=ref)
+    free = mask & (out.h != 0)
+    dof = jnp.sum(free).astype(dtype) - (1.0 if eq else 0.0)
+    return finish(out.h, out.result, out.optimality, out.iterations, out.loss_history,
+                  out.error_history, objective.value_from_grad(out.h, objective.grad(out.h)), L,
+                  weights, dof, {"step": 1.0 / L})
+
+
+_STATIC = ("kernel_shape", "mode", "prior", "solver", "max_iters", "options", "auto_terms")
+_core_jit = jax.jit(_core, static_argnames=_STATIC)
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC + ("shared_original",))
+def _core_batch(x, y, support, weights, tol, reference, candidates, *, shared_original,
+                **static):
+    # With one shared original, x is not batched: XLA computes its FFT and normal
+    # matrix once for the whole batch.
+    f = functools.partial(_core, **static)
+    axes = (None if shared_original else 0, 0, None, 0, None,
+            None if reference is None else 0, None)
+    return jax.vmap(f, in_axes=axes)(x, y, support, weights, tol, reference, candidates)
+
+
+# ----------------------------------------------------------------------------
+# Public entry points
+# ----------------------------------------------------------------------------
+
+def _reference(reference, kshape, dtype, lead):
+    """Validates an optional true kernel (broadcast over a batch)."""
+    if reference is None:
+        return None
+    ref = _validation.as_float_array("reference", reference, ndim=None, dtype=dtype)
+    if tuple(ref.shape[-2:]) != kshape or ref.ndim not in (2, 2 + len(lead)):
+        raise ValueError(f"reference kernel has shape {tuple(ref.shape)}, expected "
+                         f"{lead + kshape} or {kshape}.")
+    if _validation.is_concrete(ref) and not float(jnp.linalg.norm(ref)) > 0:
+        raise ValueError("reference kernel is all zeros; relative errors would be undefined.")
+    return jnp.broadcast_to(ref, lead + kshape)
+
+
+def _candidates(auto: bool, dtype):
+    if not auto:
+        return None
+    return jnp.asarray(_autoreg.DEFAULT_CANDIDATES, dtype)
+
+
+def _to_result(out: _Out, s: _Settings, problem, solver_requested, lead=()):
+    kshape = problem.kernel_shape
+    return KernelEstimate(
+        kernel=out.h.reshape(lead + kshape), result=out.result, optimality=out.optimality,
         iterations=out.iterations, loss_history=out.loss_history,
-        error_history=out.error_history, objective=obj,
-        residual_norm=rnorm, kkt_residual=out.kkt_residual, status=out.status,
-        lipschitz=L, regularization={k: jnp.asarray(v) for k, v in weights.items()},
-        noise_sigma=jnp.full(lead, jnp.nan) if noise_sigma is None else noise_sigma,
-        fit_statistic=jnp.full(lead, jnp.nan) if fit_statistic is None else fit_statistic,
-        solver=solver, solver_requested=requested, prior=prior, mode=mode,
-        kernel_shape=kshape, max_iters=max_iters, tol=tol)
+        error_history=out.error_history, objective=out.objective,
+        residual_norm=out.residual_norm, lipschitz=out.lipschitz,
+        regularization={k: jnp.asarray(v) for k, v in out.weights.items()},
+        noise_sigma=out.noise_sigma, fit_statistic=out.fit_statistic, stats=out.stats,
+        solver=s.solver, solver_requested=solver_requested, prior=s.prior, mode=problem.mode,
+        kernel_shape=kshape, max_iters=s.max_iters, tol=s.tol, solver_options=s.options)
 
 
-def estimate_kernel(x, y, kernel_shape, *, mode: str = "valid", prior: str = "simplex",
-                    solver: str = "auto", regularization=None, max_iters: int | None = None,
-                    tol: float | None = None, dtype=None, support=None, reference=None):
+def _raise_unless_successful(est: KernelEstimate) -> None:
+    if not _validation.is_concrete(est.result):
+        return  # inside a user's transformation: the code is in est.result
+    codes = np.atleast_1d(np.asarray(est.result))
+    if np.all(codes == RESULTS.successful):
+        return
+    bad = int(np.sum(codes != RESULTS.successful))
+    where = f" ({bad} of {codes.size} pairs)" if codes.size > 1 else ""
+    raise EstimateError(f"the estimate did not succeed{where}: {est.message}. "
+                        "Pass throw=False to get the result with its code instead.")
+
+
+def _weights_arrays(weights, dtype, lead=()):
+    return {k: jnp.full(lead, v, dtype) for k, v in weights.items()}
+
+
+def estimate_kernel(x, y, kernel_shape, *, mode: _names.Mode = "valid",
+                    prior: _names.Prior = "simplex", solver: _names.Solver = "auto",
+                    regularization=None, max_iters: int | None = None,
+                    tol: float | None = None, dtype=None, support=None, reference=None,
+                    solver_options: dict | None = None, throw: bool = True) -> KernelEstimate:
     """Estimates the kernel ``h`` with ``y ≈ conv2d(x, h, mode)``.
 
     Minimises ``½||conv2d(x, h) − y||² + regularisation`` over kernels in the
@@ -304,67 +379,61 @@ def estimate_kernel(x, y, kernel_shape, *, mode: str = "valid", prior: str = "si
         ``"nonneg"``, ``"sum_to_one"`` or ``"none"``.
       solver: ``"auto"`` (the exact solver while the kernel has at most 4096
         taps, else FISTA; the result's ``solver`` says which ran), ``"exact"``
-        (active-set on the normal equations: the constrained optimum to
+        (active set on the normal equations: the constrained optimum to
         solver precision), ``"fista"``, ``"gd"``, ``"momentum"``, ``"adam"``,
         or ``"fourier"`` (fast approximate frequency-domain division).
       regularization: None, weights ``{"tikhonov": w, "smooth": w, "l1": w}``
         relative to the image energy (see :mod:`jdeconv._regularizers`), or
         ``"auto"``: the smoothness weight chosen from the data alone by
-        generalised cross-validation over a grid of candidates (see
-        :func:`jdeconv.choose_regularization`); the result then reports the
-        weight, the estimated noise level and a fit statistic.
+        generalised cross-validation (see :func:`jdeconv.choose_regularization`),
+        inside the same compiled call, from the same normal equations.
       max_iters: iteration cap (default 100 for exact, 5000 for first-order).
-      tol: stopping tolerance on the scale-free optimality measure (default
-        1e-10 in float64, 1e-6 in float32).
+      tol: tolerance on the optimality measure (``KernelEstimate.optimality``;
+        default 1e-9 for exact and 1e-10 for first-order solvers in float64,
+        1e-4 / 1e-6 in float32).
       dtype: None (keep the inputs' float type), ``"float32"`` or ``"float64"``.
       support: optional (k, l) bool mask of taps allowed to be non-zero.
-      reference: optional true kernel (k, l); its relative error after every
-        iteration is recorded in ``error_history`` (convergence studies).
+      reference: optional true kernel (k, l); its relative error per iteration
+        is recorded in ``error_history`` (convergence studies).
+      solver_options: the solver's hyperparameters, e.g. ``{"restart": False}``
+        for fista, ``{"momentum": 0.8}``, ``{"learning_rate": 5.0,
+        "decay_rate": 0.5}`` for adam, ``{"eps": 1e-3}`` for fourier,
+        ``{"max_fallback_iters": 500}`` for exact (:data:`SOLVER_OPTIONS`).
+      throw: raise :class:`jdeconv.EstimateError` with the result's message
+        when the solve does not succeed (as optimistix does); ``False``
+        returns the result with its :class:`jdeconv.RESULTS` code. Inside a
+        user's ``jax.jit`` the code is always returned.
 
     Returns:
-      A :class:`KernelEstimate` (kernel, converged, iterations, loss_history,
-      residual_norm, kkt_residual, ... and the settings used).
+      A :class:`KernelEstimate` (kernel, result, optimality, iterations,
+      histories, residual_norm, noise_sigma, fit_statistic, ... and the
+      settings used).
 
     Raises:
       ValueError, TypeError: for inputs that do not fit (see messages).
+      EstimateError: with ``throw=True``, when the solve did not succeed.
 
     Example:
       >>> import jdeconv
-      >>> x = jdeconv.shapes_image((64, 64), seed=1, n_shapes=6)
-      >>> h = jdeconv.gaussian_kernel(7, 1.5)
+      >>> x = jdeconv.data.shapes_image((64, 64), seed=1, n_shapes=6)
+      >>> h = jdeconv.data.gaussian_kernel(7, 1.5)
       >>> est = jdeconv.estimate_kernel(x, jdeconv.conv2d(x, h), 7)
       >>> est.solver, bool(est.converged)
       ('exact', True)
     """
-    x, y, solve_mode, kshape = _prepare(x, y, kernel_shape, mode, dtype, batched=False)
-    prior, weights, resolved, max_iters, tol, mask = _settings(
-        x, kshape, prior, solver, regularization, max_iters, tol, support)
-    sigma = fit = None
-    if isinstance(regularization, str):  # "auto" (validated by _settings)
-        w, sigma, fit = _choose_weights(x, y, kshape, solve_mode, prior, support, batched=False)
-        w = {k: v[0] for k, v in w.items()}
-        sigma, fit = sigma[0], fit[0]
-    else:
-        w = {k: jnp.asarray(v, x.dtype) for k, v in weights.items()}
-    f = _compiled(False, kshape, solve_mode, prior, resolved, max_iters)
-    ref = _reference(reference, kshape, x.dtype, lead=())
-    out, L, rnorm, obj = f(x, y, w, mask, jnp.asarray(tol, x.dtype), ref)
-    return _to_result(out, L, rnorm, obj, w, solver=resolved, requested=solver,
-                      prior=prior, mode=mode, kshape=kshape, max_iters=max_iters, tol=tol,
-                      noise_sigma=sigma, fit_statistic=fit)
-
-
-def _reference(reference, kshape, dtype, lead):
-    """Validates an optional true kernel (broadcast over a batch)."""
-    if reference is None:
-        return None
-    ref = _checks.as_float_array("reference", reference, ndim=None, dtype=dtype)
-    if tuple(ref.shape[-2:]) != kshape or ref.ndim not in (2, 2 + len(lead)):
-        raise ValueError(f"reference kernel has shape {tuple(ref.shape)}, expected "
-                         f"{lead + kshape} or {kshape}.")
-    if not float(jnp.linalg.norm(ref)) > 0:
-        raise ValueError("reference kernel is all zeros; relative errors would be undefined.")
-    return jnp.broadcast_to(ref, lead + kshape)
+    problem = _problem.make_problem(x, y, kernel_shape, mode=mode, dtype=dtype, support=support)
+    s = _settings(problem, prior, solver, regularization, max_iters, tol, solver_options)
+    dt = problem.dtype
+    ref = _reference(reference, problem.kernel_shape, dt, lead=())
+    out = _core_jit(problem.x, problem.y, problem.support, _weights_arrays(s.weights, dt),
+                    jnp.asarray(s.tol, dt), ref, _candidates(s.auto, dt),
+                    kernel_shape=problem.kernel_shape, mode=problem.solve_mode, prior=s.prior,
+                    solver=s.solver, max_iters=s.max_iters, options=s.options,
+                    auto_terms=("smooth",) if s.auto else None)
+    est = _to_result(out, s, problem, solver)
+    if throw:
+        _raise_unless_successful(est)
+    return est
 
 
 def _batch_sharding(batch_size):
@@ -377,54 +446,66 @@ def _batch_sharding(batch_size):
     return NamedSharding(mesh, PartitionSpec("batch")), padded
 
 
-def estimate_kernels(xs, ys, kernel_shape, *, mode: str = "valid", prior: str = "simplex",
-                     solver: str = "auto", regularization=None, max_iters: int | None = None,
-                     tol: float | None = None, dtype=None, support=None, reference=None):
+def estimate_kernels(xs, ys, kernel_shape, *, mode: _names.Mode = "valid",
+                     prior: _names.Prior = "simplex", solver: _names.Solver = "auto",
+                     regularization=None, max_iters: int | None = None,
+                     tol: float | None = None, dtype=None, support=None, reference=None,
+                     solver_options: dict | None = None, throw: bool = False) -> KernelEstimate:
     """Estimates one kernel per pair of a batch in one jitted, vmapped call.
 
     Same arguments as :func:`estimate_kernel`, with ``xs`` (B, m, n) and ``ys``
-    (B, ...) stacked pairs of equal shapes (``reference``, if given, is
-    (B, k, l) or one (k, l) kernel shared by all pairs). When several devices are visible
-    (GPUs, or CPU devices from ``XLA_FLAGS=--xla_force_host_platform_device_count``)
-    the batch is sharded over all of them with ``jax.sharding``; results equal
-    the per-pair :func:`estimate_kernel` to float tolerance and each kernel
-    satisfies its own prior.
+    (B, ...) stacked pairs of equal shapes, or ONE original ``xs`` (m, n) for
+    every blurred image (a focus sweep, a video, many exposures of one target):
+    its normal matrix is then formed once for the whole batch. ``reference``,
+    if given, is (B, k, l) or one (k, l) kernel shared by all pairs. With
+    ``regularization="auto"`` each pair gets its own weight, chosen inside the
+    same vmapped call. When several devices are visible (GPUs, or CPU devices
+    from ``XLA_FLAGS=--xla_force_host_platform_device_count``) the batch is
+    sharded over all of them with ``jax.sharding``; under ``jax.distributed``
+    every process passes its own shard of the global batch the same way. Results
+    equal the per-pair :func:`estimate_kernel` to float tolerance and each
+    kernel satisfies its own prior. ``throw`` defaults to False here: a batch
+    returns one :class:`jdeconv.RESULTS` code per pair.
 
     Returns:
       A :class:`KernelEstimate` whose array fields have a leading batch axis.
 
     Example:
       >>> import numpy as np, jdeconv
-      >>> xs = np.stack([jdeconv.noise_target((32, 32), seed=s) for s in range(3)])
-      >>> h = jdeconv.gaussian_kernel(5, 1.0)
+      >>> xs = np.stack([jdeconv.data.noise_target((32, 32), seed=s) for s in range(3)])
+      >>> h = jdeconv.data.gaussian_kernel(5, 1.0)
       >>> ys = np.stack([np.asarray(jdeconv.conv2d(x, h)) for x in xs])
       >>> jdeconv.estimate_kernels(xs, ys, 5).kernel.shape
       (3, 5, 5)
     """
-    xs, ys, solve_mode, kshape = _prepare(xs, ys, kernel_shape, mode, dtype, batched=True)
-    prior, weights, resolved, max_iters, tol, mask = _settings(
-        xs, kshape, prior, solver, regularization, max_iters, tol, support)
-    batch = xs.shape[0]
-    sigma = fit = None
-    if isinstance(regularization, str):  # "auto": one weight per pair
-        w, sigma, fit = _choose_weights(xs, ys, kshape, solve_mode, prior, support, batched=True)
-    else:
-        w = {k: jnp.full((batch,), v, xs.dtype) for k, v in weights.items()}
-    ref = _reference(reference, kshape, xs.dtype, lead=(batch,))
+    problem = _problem.make_problem(xs, ys, kernel_shape, mode=mode, dtype=dtype,
+                                    support=support, batched=True)
+    s = _settings(problem, prior, solver, regularization, max_iters, tol, solver_options)
+    dt = problem.dtype
+    batch = problem.batch_size
+    xs, ys = problem.x, problem.y
+    w = _weights_arrays(s.weights, dt, (batch,))
+    ref = _reference(reference, problem.kernel_shape, dt, lead=(batch,))
     sharding, padded = _batch_sharding(batch)
     if padded != batch:  # repeat the last pair so every device gets equal work
-        reps = padded - batch
-        xs = jnp.concatenate([xs, jnp.repeat(xs[-1:], reps, axis=0)])
-        ys = jnp.concatenate([ys, jnp.repeat(ys[-1:], reps, axis=0)])
-        if ref is not None:
-            ref = jnp.concatenate([ref, jnp.repeat(ref[-1:], reps, axis=0)])
-        w = {k: jnp.concatenate([v, jnp.repeat(v[-1:], reps)]) for k, v in w.items()}
+        def grow(a):
+            return jnp.concatenate([a, jnp.repeat(a[-1:], padded - batch, axis=0)])
+        ys = grow(ys)
+        xs = xs if problem.shared_original else grow(xs)
+        ref = None if ref is None else grow(ref)
+        w = {k: grow(v) for k, v in w.items()}
     if sharding is not None:
-        xs, ys = jax.device_put(xs, sharding), jax.device_put(ys, sharding)
-    f = _compiled(True, kshape, solve_mode, prior, resolved, max_iters)
-    out, L, rnorm, obj = f(xs, ys, w, mask, jnp.asarray(tol, xs.dtype), ref)
+        ys = jax.device_put(ys, sharding)
+        if not problem.shared_original:
+            xs = jax.device_put(xs, sharding)
+    out = _core_batch(xs, ys, problem.support, w, jnp.asarray(s.tol, dt), ref,
+                      _candidates(s.auto, dt), shared_original=problem.shared_original,
+                      kernel_shape=problem.kernel_shape, mode=problem.solve_mode,
+                      prior=s.prior, solver=s.solver, max_iters=s.max_iters, options=s.options,
+                      auto_terms=("smooth",) if s.auto else None)
     if padded != batch:
-        out, L, rnorm, obj, w = jax.tree_util.tree_map(lambda a: a[:batch], (out, L, rnorm, obj, w))
-    return _to_result(out, L, rnorm, obj, w, solver=resolved, requested=solver,
-                      prior=prior, mode=mode, kshape=kshape, max_iters=max_iters, tol=tol,
-                      lead=(batch,), noise_sigma=sigma, fit_statistic=fit)
+        out = jax.tree_util.tree_map(lambda a: a[:batch], out)
+    est = _to_result(out, s, problem, solver, lead=(batch,))
+    if throw:
+        _raise_unless_successful(est)
+    return est

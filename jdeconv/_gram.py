@@ -52,18 +52,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-__all__ = [
-    "MODES",
-    "NormalEquations",
-    "gram_matrix",
-    "normal_rhs",
-    "normal_equations",
-    "quadratic_value",
-    "gram_matvec",
-    "output_shape",
-]
+from jdeconv import _geometry, _names, _validation
 
-MODES = ("valid", "full", "circular")
+__all__ = ["NormalEquations", "gram_matrix", "normal_rhs", "normal_equations",
+           "quadratic_value", "gram_matvec"]
+
+#: Geometries the normal equations are formed in ("same" is reduced to "valid").
+SOLVE_MODES = ("valid", "full", "circular")
 
 _HI = lax.Precision.HIGHEST
 # Right-hand side: direct correlation while k*l*#y stays below this many multiply-adds
@@ -85,58 +80,6 @@ class NormalEquations(NamedTuple):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def output_shape(image_shape, kernel_shape, mode: str = "valid") -> tuple[int, int]:
-    """Shape of ``y`` for an image of ``image_shape`` and a kernel of ``kernel_shape``."""
-    m, n = (int(s) for s in image_shape)
-    k, l = _kernel_shape(kernel_shape)
-    _check(m, n, k, l, mode)
-    if mode == "valid":
-        return (m - k + 1, n - l + 1)
-    if mode == "full":
-        return (m + k - 1, n + l - 1)
-    return (m, n)
-
-
-def _kernel_shape(kernel_shape) -> tuple[int, int]:
-    try:
-        k, l = (int(s) for s in kernel_shape)
-    except (TypeError, ValueError):
-        raise ValueError(f"kernel_shape must be a pair of ints, got {kernel_shape!r}") from None
-    return k, l
-
-
-def _check(m: int, n: int, k: int, l: int, mode: str) -> None:
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if k < 1 or l < 1:
-        raise ValueError(f"kernel_shape must be positive, got {(k, l)}")
-    if m < 1 or n < 1:
-        raise ValueError(f"image must be non-empty, got shape {(m, n)}")
-    if mode in ("valid", "circular") and (k > m or l > n):
-        raise ValueError(
-            f"kernel {(k, l)} larger than image {(m, n)} is not allowed in mode {mode!r}"
-        )
-
-
-def _float_dtype(*arrays):
-    dt = jnp.result_type(*arrays)
-    if jnp.issubdtype(dt, jnp.complexfloating):
-        raise TypeError("complex inputs are not supported")
-    if not jnp.issubdtype(dt, jnp.floating) or jnp.finfo(dt).bits < 32:
-        dt = jnp.promote_types(dt, jnp.float32)
-    # float64 only survives when x64 is enabled (canonicalisation).
-    return jnp.zeros((), dt).dtype
-
-
-def _prep_image(x, dtype):
-    x = jnp.asarray(x).astype(dtype)
-    if x.ndim != 2:
-        raise ValueError(
-            f"expected a 2-D image, got shape {x.shape} (use jax.vmap for batches)"
-        )
-    return x
 
 
 def _fast_len(n: int) -> int:
@@ -275,7 +218,7 @@ def _corner_terms(xpad, rp: _AxisPlan, cp: _AxisPlan, k: int, l: int):
     B, nw = rows.shape[:2]
     nu = nw - (2 * k - 2)
     rhs = rows[:, :, cols]  # (B, nw, l, J): right factor, rows u + dp
-    lhs = rhs[:, k - 1 : k - 1 + nu] * jnp.asarray(signs, xpad.dtype)  # rows u, signed
+    lhs = rhs[:, k - 1 : k - 1 + nu] * jnp.asarray(signs, xpad.dtype)[None, None, None, :]  # rows u, signed
     q = jnp.einsum("xubj,xwcj->xuwbc", lhs, rhs, precision=_HI)  # (B, nu, nw, l, l)
     h = jax.vmap(lambda q: _band(q, T))(q).reshape((B * nu, T, l, l))
     return jnp.einsum("pu,utbc->ptbc", jnp.asarray(rp.weights, xpad.dtype), h, precision=_HI)
@@ -384,8 +327,7 @@ def _rhs_direct(x, y, k: int, l: int, mode: str):
         )[0, 0]
         return out.reshape(-1)
     if mode == "circular":
-        ck, cl = (k - 1) // 2, (l - 1) // 2
-        x = jnp.pad(x, ((k - 1 - ck, ck), (l - 1 - cl, cl)), mode="wrap")
+        x = _geometry.pad(x, (k, l), "circular")
     # b[a, b] = sum_{i,j} y[i,j] x[i+k-1-a, j+l-1-b]
     out = lax.conv_general_dilated(
         x[None, None], y[None, None], (1, 1), "VALID", precision=_HI
@@ -400,7 +342,7 @@ def _rhs_fft(x, y, k: int, l: int, mode: str, X=None, s=None):
         if X is None:
             X = jnp.fft.rfft2(x)
         c = jnp.fft.irfft2(jnp.conj(X) * jnp.fft.rfft2(y), s=(m, n))
-        ck, cl = (k - 1) // 2, (l - 1) // 2
+        ck, cl = _geometry.centre((k, l))
         ri = (np.arange(k) - ck) % m
         ci = (np.arange(l) - cl) % n
         return jnp.take(jnp.take(c, ri, axis=0), ci, axis=1).reshape(-1)
@@ -420,7 +362,7 @@ def _rhs_fft(x, y, k: int, l: int, mode: str, X=None, s=None):
 def _rhs_method(m, n, k, l, mode, method, dtype):
     if method != "auto":
         return method
-    My, Ny = output_shape((m, n), (k, l), mode)
+    My, Ny = _geometry.output_shape((m, n), (k, l), mode)
     small = k * l * My * Ny <= _RHS_DIRECT_MAX_MACS
     # XLA's direct float32 correlation sums #y terms with growing error; the FFT's error
     # only grows like log(#y), so large float32 problems go through the FFT.
@@ -429,92 +371,126 @@ def _rhs_method(m, n, k, l, mode, method, dtype):
     return "direct" if small else "fft"
 
 
-def _check_y(y, x_shape, k, l, mode):
-    exp = output_shape(x_shape, (k, l), mode)
-    if y.shape != exp:
-        raise ValueError(f"y has shape {y.shape}, expected {exp} for mode {mode!r}")
+def _validate(x, y, kernel_shape, mode, rhs_method="auto", *, need_y=True):
+    """Eager checks of the public entry points; returns (x, y, (k, l), solve mode)."""
+    mode = _validation.check_mode(mode)
+    _validation.check_choice("rhs_method", rhs_method, _names.METHODS)
+    kshape = _validation.as_shape(kernel_shape, "kernel_shape")
+    x = _validation.as_float_array("x (original image)", x)
+    if need_y:
+        y = _validation.as_float_array("y (blurred image)", y)
+        x, y = _validation.common_float(x, y)
+    _validation.check_kernel_fits(x.shape, kshape, "valid" if mode == "same" else mode)
+    if need_y:
+        expected = _geometry.output_shape(x.shape, kshape, mode)
+        _validation.check_shape_is("y (blurred image)", y.shape, expected,
+                                   f"(an image {tuple(x.shape)} blurred by a {kshape} kernel in "
+                                   f"mode {mode!r}).")
+        if mode == "same":
+            y = _geometry.same_to_valid(y, kshape)
+    return x, y, kshape, _geometry.solver_mode(mode)
 
 
-def _static_args(kernel_shape, mode, rhs_method="auto"):
-    k, l = _kernel_shape(kernel_shape)
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if rhs_method not in ("auto", "direct", "fft"):
-        raise ValueError(f"rhs_method must be 'auto', 'direct' or 'fft', got {rhs_method!r}")
-    return k, l
-
-
-def _prep_xy(x, y, k, l, mode):
-    dt = _float_dtype(x, y)
-    x, y = _prep_image(x, dt), _prep_image(y, dt)
-    _check(*x.shape, k, l, mode)
-    _check_y(y, x.shape, k, l, mode)
-    return x, y
-
-
-@functools.partial(jax.jit, static_argnums=(1, 2, 3))
-def _gram_jit(x, k, l, mode):
-    x = _prep_image(x, _float_dtype(x))
-    _check(*x.shape, k, l, mode)
-    return _gram_impl(x, k, l, mode)
-
-
-@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
-def _rhs_jit(x, y, k, l, mode, rhs_method):
-    x, y = _prep_xy(x, y, k, l, mode)
-    if _rhs_method(*x.shape, k, l, mode, rhs_method, x.dtype) == "direct":
-        return _rhs_direct(x, y, k, l, mode)
-    return _rhs_fft(x, y, k, l, mode)
-
-
-@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
-def _ne_jit(x, y, k, l, mode, rhs_method):
-    x, y = _prep_xy(x, y, k, l, mode)
-    m, n = x.shape
+def fft_shape(image_shape, kernel_shape, mode: str) -> tuple[int, int]:
+    """The FFT size used for an image: exact lags without wrap-around (periodic for circular)."""
+    (m, n), (k, l) = image_shape, kernel_shape
     if mode == "circular":
-        s = (m, n)
-        X = jnp.fft.rfft2(x)
-    else:
-        s = (_fast_len(m + k - 1), _fast_len(n + l - 1))
+        return (m, n)
+    return (_fast_len(m + k - 1), _fast_len(n + l - 1))
+
+
+def normal_equations_impl(x, y, kernel_shape, mode: str, rhs_method: str = "auto",
+                          X=None) -> NormalEquations:
+    """:func:`normal_equations` without validation, for traced code (``mode`` in SOLVE_MODES).
+
+    ``X``: optionally the precomputed ``rfft2(x, s=fft_shape(...))`` (reused when one
+    original serves many blurred images).
+    """
+    k, l = kernel_shape
+    m, n = x.shape
+    s = fft_shape((m, n), (k, l), mode)
+    if X is None:
         X = jnp.fft.rfft2(x, s=s)
     gram = _gram_impl(x, k, l, mode, X=X, s=s)
+    rhs = rhs_impl(x, y, kernel_shape, mode, rhs_method, X=X)
+    return NormalEquations(gram, rhs, 0.5 * _sum(y * y))
+
+
+def rhs_impl(x, y, kernel_shape, mode: str, rhs_method: str = "auto", X=None):
+    """``b = Aᵀ y`` without validation (``mode`` in SOLVE_MODES)."""
+    k, l = kernel_shape
+    m, n = x.shape
     if _rhs_method(m, n, k, l, mode, rhs_method, x.dtype) == "direct":
-        rhs = _rhs_direct(x, y, k, l, mode)
-    else:
-        rhs = _rhs_fft(x, y, k, l, mode, X=X, s=s)
-    half_yy = 0.5 * _sum(y * y)
-    return NormalEquations(gram, rhs, half_yy)
+        return _rhs_direct(x, y, k, l, mode)
+    return _rhs_fft(x, y, k, l, mode, X=X, s=fft_shape((m, n), (k, l), mode))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _gram_jit(x, kernel_shape, mode):
+    return _gram_impl(x, *kernel_shape, mode)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _rhs_jit(x, y, kernel_shape, mode, rhs_method):
+    return rhs_impl(x, y, kernel_shape, mode, rhs_method)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _ne_jit(x, y, kernel_shape, mode, rhs_method):
+    return normal_equations_impl(x, y, kernel_shape, mode, rhs_method)
 
 
 def gram_matrix(x, kernel_shape, mode: str = "valid"):
-    """``G = A^T A`` of shape ``(k*l, k*l)`` (row-major kernel raveling)."""
-    k, l = _static_args(kernel_shape, mode)
-    return _gram_jit(x, k, l, mode)
+    """``G = AᵀA`` of shape ``(k*l, k*l)`` (row-major kernel raveling).
+
+    Example:
+      >>> import numpy as np
+      >>> from jdeconv._gram import gram_matrix
+      >>> gram_matrix(np.random.default_rng(0).random((8, 8)), (3, 3)).shape
+      (9, 9)
+    """
+    x, _, kshape, mode = _validate(x, None, kernel_shape, mode, need_y=False)
+    return _gram_jit(x, kshape, mode)
 
 
 def normal_rhs(x, y, kernel_shape, mode: str = "valid", rhs_method: str = "auto"):
-    """``b = A^T y`` of shape ``(k*l,)``.
+    """``b = Aᵀy`` of shape ``(k*l,)``.
 
     ``rhs_method``: 'direct' (exact-summation correlation, cost ``k*l*#y``), 'fft', or
     'auto' (direct below ``2**22`` multiply-adds).
     """
-    k, l = _static_args(kernel_shape, mode, rhs_method)
-    return _rhs_jit(x, y, k, l, mode, rhs_method)
+    x, y, kshape, mode = _validate(x, y, kernel_shape, mode, rhs_method)
+    return _rhs_jit(x, y, kshape, mode, rhs_method)
 
 
-def normal_equations(
-    x, y, kernel_shape, mode: str = "valid", rhs_method: str = "auto"
-) -> NormalEquations:
-    """``(G, b, c)`` of ``min_h 1/2 ||A h - y||^2`` for ``y = conv(x, h, mode)``.
+def normal_equations(x, y, kernel_shape, mode: str = "valid",
+                     rhs_method: str = "auto") -> NormalEquations:
+    """``(G, b, c)`` of ``min_h ½||A h − y||²`` for ``y = conv2d(x, h, mode)``.
 
-    ``x``: image ``(m, n)``; ``y``: observation of shape ``output_shape(x.shape,
-    kernel_shape, mode)``; ``kernel_shape``: ``(k, l)``; ``mode``: 'valid', 'full' or
-    'circular'.  ``kernel_shape``, ``mode`` and ``rhs_method`` must be static under
-    ``jax.jit`` (``static_argnames=("kernel_shape", "mode")``).  Results are in the
-    inputs' floating dtype (float32 stays float32).  Use ``jax.vmap`` for batches.
+    Formed with FFTs and thin border corrections, never with the im2col matrix
+    ``A``. Differentiable (``jax.grad`` flows to ``x`` and ``y``).
+
+    Args:
+      x: original image ``(m, n)``.
+      y: blurred image, shape ``conv2d(x, h, mode).shape``; for ``"same"`` only
+        its valid part is used (the pixels the valid model explains).
+      kernel_shape: ``(k, l)`` or an int.
+      mode: ``"valid"``, ``"same"``, ``"full"`` or ``"circular"``.
+      rhs_method: ``"auto"``, ``"direct"`` or ``"fft"`` for ``b``.
+
+    Returns:
+      :class:`NormalEquations` in the inputs' floating dtype.
+
+    Example:
+      >>> import numpy as np, jdeconv
+      >>> x = np.random.default_rng(0).random((16, 16))
+      >>> h = np.full((3, 3), 1 / 9)
+      >>> ne = jdeconv.normal_equations(x, jdeconv.conv2d(x, h), (3, 3))
+      >>> bool(np.allclose(np.linalg.solve(ne.gram, ne.rhs), h.ravel()))
+      True
     """
-    k, l = _static_args(kernel_shape, mode, rhs_method)
-    return _ne_jit(x, y, k, l, mode, rhs_method)
+    x, y, kshape, mode = _validate(x, y, kernel_shape, mode, rhs_method)
+    return _ne_jit(x, y, kshape, mode, rhs_method)
 
 
 def quadratic_value(ne: NormalEquations, h):
@@ -525,27 +501,19 @@ def quadratic_value(ne: NormalEquations, h):
 
 
 def gram_matvec(x, h, mode: str = "valid"):
-    """``A^T A h`` by two direct correlations (no G); ``h`` is (k, l), result (k, l)."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    """``AᵀA h`` by two direct correlations (no G); ``h`` is (k, l), result (k, l)."""
+    x, _, kshape, mode = _validate(x, None, jnp.shape(h), mode, need_y=False)
+    h = _validation.as_float_array("h (kernel)", h)
+    x, h = _validation.common_float(x, h)
     return _matvec_jit(x, h, mode)
 
 
 @functools.partial(jax.jit, static_argnums=(2,))
 def _matvec_jit(x, h, mode):
-    h = jnp.asarray(h)
     k, l = h.shape
-    dt = _float_dtype(x, h)
-    x = _prep_image(x, dt)
-    h = h.astype(dt)
-    _check(*x.shape, k, l, mode)
-    if mode == "circular":
-        ck, cl = (k - 1) // 2, (l - 1) // 2
-        x = jnp.pad(x, ((k - 1 - ck, ck), (l - 1 - cl, cl)), mode="wrap")
-    elif mode == "full":
-        x = jnp.pad(x, ((k - 1, k - 1), (l - 1, l - 1)))
+    xp = _geometry.pad(x, (k, l), mode)
     # A h = valid convolution of the (padded) image with h.
     ah = lax.conv_general_dilated(
-        x[None, None], h[::-1, ::-1][None, None], (1, 1), "VALID", precision=_HI
+        xp[None, None], h[::-1, ::-1][None, None], (1, 1), "VALID", precision=_HI
     )[0, 0]
-    return _rhs_direct(x, ah, k, l, "valid").reshape(k, l)
+    return _rhs_direct(xp, ah, k, l, "valid").reshape(k, l)

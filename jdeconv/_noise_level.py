@@ -37,7 +37,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jdeconv import _checks, _gram
+from jdeconv import _gram, _validation
 
 __all__ = ["DEFAULT_PATCH_SIZE", "enough_patches", "estimate_noise"]
 
@@ -61,12 +61,13 @@ def _box_means(y, r: int):
     return s / (Mp * Np)
 
 
-def _noise_impl(y, r: int):
+def noise_sigma(y, r: int = DEFAULT_PATCH_SIZE):
+    """σ of a validated 2-D image (traceable; :func:`estimate_noise` without the checks)."""
     m, n = y.shape
     N = (m - r + 1) * (n - r + 1)
     y = y - jnp.mean(y)
     # gram[(p, q), (p', q')] = sum over patches of y[i + r-1-p, j + r-1-q] * (...)'
-    second = _gram.gram_matrix(y, (r, r), "valid") / N
+    second = _gram._gram_impl(y, r, r, "valid") / N
     mu = _box_means(y, r)[::-1, ::-1].reshape(-1)  # same (flipped) tap order
     cov = second - jnp.outer(mu, mu)
     cov = 0.5 * (cov + cov.T)
@@ -100,17 +101,14 @@ def estimate_noise(y, *, patch_size: int = DEFAULT_PATCH_SIZE) -> jax.Array:
     Example:
       >>> import numpy as np, jdeconv
       >>> from jdeconv._noise_level import estimate_noise
-      >>> x = jdeconv.natural_image("camera", shape=128)
-      >>> y = jdeconv.conv2d(x, jdeconv.gaussian_kernel(9, 1.5))
-      >>> y = jdeconv.add_gaussian_noise(y, 0.01, seed=0)
+      >>> x = jdeconv.data.natural_image("camera", shape=128)
+      >>> y = jdeconv.conv2d(x, jdeconv.data.gaussian_kernel(9, 1.5))
+      >>> y = jdeconv.data.add_gaussian_noise(y, 0.01, seed=0)
       >>> bool(abs(float(estimate_noise(y)) / 0.01 - 1) < 0.1)
       True
     """
-    if isinstance(patch_size, bool) or not isinstance(patch_size, int):
-        raise TypeError(f"patch_size must be an int, got {patch_size!r}.")
-    if patch_size < 2:
-        raise ValueError(f"patch_size must be at least 2, got {patch_size}.")
-    y = _checks.as_float_array("y (image)", y, ndim=2)
+    patch_size = _validation.check_int(patch_size, "patch_size", minimum=2, maximum=64, example=7)
+    y = _validation.as_float_array("y (image)", y, ndim=2)
     m, n = y.shape
     r = patch_size
     patches = max(m - r + 1, 0) * max(n - r + 1, 0)
@@ -122,4 +120,4 @@ def estimate_noise(y, *, patch_size: int = DEFAULT_PATCH_SIZE) -> jax.Array:
     return _estimate_jit(y, r)
 
 
-_estimate_jit = jax.jit(_noise_impl, static_argnums=1)
+_estimate_jit = jax.jit(noise_sigma, static_argnums=1)

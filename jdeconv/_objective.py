@@ -41,6 +41,29 @@ class Objective(NamedTuple):
         return 0.5 * jnp.vdot(h, g - self.rhs) + self.half_yy + self.l1 * jnp.sum(jnp.abs(h))
 
 
+def optimality(h: jax.Array, g: jax.Array, prox, lipschitz, bmax) -> jax.Array:
+    """The scale-free optimality measure every solver stops on and reports.
+
+    ``max|h − P(h − g/L)| / max(max|h|, max|b|/L, tiny)`` with ``P`` the prior's
+    projection (and l1 prox) and ``g`` the gradient at ``h``: zero exactly at
+    the constrained optimum, invariant to scaling the problem.
+
+    Args:
+      h: (n,) iterate.
+      g: (n,) gradient of the smooth objective at ``h``.
+      prox: the projection (prox with step 1/L) on flat kernels.
+      lipschitz: scalar L (an upper bound of the largest eigenvalue of G).
+      bmax: ``max|b|`` (``b = Xᵀy``), for the scale of the denominator.
+
+    Returns:
+      Scalar measure.
+    """
+    step = h - prox(h - g / lipschitz)
+    denom = jnp.maximum(jnp.max(jnp.abs(h)), bmax / lipschitz)
+    denom = jnp.maximum(denom, jnp.finfo(h.dtype).tiny)
+    return jnp.max(jnp.abs(step)) / denom
+
+
 def lipschitz(gram: jax.Array, iters: int = 60) -> jax.Array:
     """An upper bound on the largest eigenvalue of a PSD matrix ``gram``.
 

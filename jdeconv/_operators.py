@@ -14,13 +14,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jdeconv import _checks, _conv
+from jdeconv import _conv, _geometry, _validation
 
 
 def _check_vector(name, a, shape):
     if tuple(a.shape) != tuple(shape):
         raise ValueError(f"Dimension mismatch: {name} has shape {tuple(a.shape)}, "
                          f"expected {tuple(shape)}.")
+
+
+def _dense(op, dtype):
+    """Dense matrix of a linear operator, one column per basis vector (small problems only)."""
+    basis = jnp.eye(int(np.prod(op.in_shape)), dtype=dtype)
+    cols = jax.vmap(lambda e: op.matvec(e.reshape(op.in_shape)).ravel())(basis)
+    return cols.T
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,26 +54,22 @@ class KernelOperator:
 
     @property
     def out_shape(self) -> tuple[int, int]:
-        return _checks.output_shape(self.image.shape, self.kernel_shape, self.mode)
+        return _geometry.output_shape(self.image.shape, self.kernel_shape, self.mode)
 
     def matvec(self, h: jax.Array) -> jax.Array:
-        """``A h``: kernel (k, l) -> blurred image ``out_shape``."""
+        """``A h``: kernel (k, l) -> blurred image ``out_shape`` (:func:`jdeconv.conv2d`)."""
         _check_vector("h", h, self.in_shape)
-        x, h = _checks.common_float(self.image, h)
-        return _conv._valid_conv(_conv._pad(x, self.kernel_shape, self.mode), h, self.method)
+        return _conv.conv2d(self.image, h, self.mode, method=self.method)
 
     def rmatvec(self, r: jax.Array) -> jax.Array:
-        """``A^T r``: residual ``out_shape`` -> kernel space (k, l)."""
+        """``A^T r``: residual ``out_shape`` -> kernel space (k, l) (the correlation ``x ⋆ r``)."""
         _check_vector("r", r, self.out_shape)
-        x, r = _checks.common_float(self.image, r)
-        c = _conv._valid_corr(_conv._pad(x, self.kernel_shape, self.mode), r, self.method)
-        return c[::-1, ::-1]
+        return _conv.conv2d_adjoint_kernel(self.image, r, self.kernel_shape, self.mode,
+                                           method=self.method)
 
     def as_matrix(self) -> jax.Array:
-        """Dense matrix (prod(out_shape), k*l), row-major raveling. Small problems only."""
-        basis = jnp.eye(int(np.prod(self.in_shape)), dtype=self.image.dtype)
-        cols = jax.vmap(lambda e: self.matvec(e.reshape(self.in_shape)).ravel())(basis)
-        return cols.T
+        """Dense (im2col) matrix (prod(out_shape), k*l), row-major raveling. Small problems only."""
+        return _dense(self, self.image.dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,28 +94,22 @@ class ImageOperator:
 
     @property
     def out_shape(self) -> tuple[int, int]:
-        return _checks.output_shape(self.image_shape, self.kernel.shape, self.mode)
+        return _geometry.output_shape(self.image_shape, self.kernel.shape, self.mode)
 
     def matvec(self, x: jax.Array) -> jax.Array:
-        """``B x``: image (m, n) -> blurred image ``out_shape``."""
+        """``B x``: image (m, n) -> blurred image ``out_shape`` (:func:`jdeconv.conv2d`)."""
         _check_vector("x", x, self.in_shape)
-        x, h = _checks.common_float(x, self.kernel)
-        return _conv._valid_conv(_conv._pad(x, h.shape, self.mode), h, self.method)
+        return _conv.conv2d(x, self.kernel, self.mode, method=self.method)
 
     def rmatvec(self, r: jax.Array) -> jax.Array:
         """``B^T r``: residual ``out_shape`` -> image space (m, n)."""
         _check_vector("r", r, self.out_shape)
-        h, r = _checks.common_float(self.kernel, r)
-        (k, l) = h.shape
-        rp = jnp.pad(r, ((k - 1, k - 1), (l - 1, l - 1)))
-        z = _conv._valid_conv(rp, h[::-1, ::-1], self.method)
-        return _conv._pad_transpose(z, self.image_shape, h.shape, self.mode)
+        return _conv.conv2d_adjoint_image(self.kernel, r, self.image_shape, self.mode,
+                                          method=self.method)
 
     def as_matrix(self) -> jax.Array:
         """Dense matrix (prod(out_shape), m*n). Small problems only."""
-        basis = jnp.eye(int(np.prod(self.in_shape)), dtype=self.kernel.dtype)
-        cols = jax.vmap(lambda e: self.matvec(e.reshape(self.in_shape)).ravel())(basis)
-        return cols.T
+        return _dense(self, self.kernel.dtype)
 
 
 jax.tree_util.register_dataclass(
@@ -139,11 +136,11 @@ def kernel_operator(x, kernel_shape, mode: str = "valid", *, method: str = "auto
       >>> A.out_shape
       (4, 4)
     """
-    mode = _checks.check_mode(mode)
-    _checks.check_choice("method", method, _conv.METHODS)
-    kshape = _checks.kernel_shape_tuple(kernel_shape)
-    x = _checks.as_float_array("x (image)", x)
-    _checks.check_kernel_fits(x.shape, kshape, mode)
+    mode = _validation.check_mode(mode)
+    _validation.check_method(method)
+    kshape = _validation.as_shape(kernel_shape, "kernel_shape")
+    x = _validation.as_float_array("x (image)", x)
+    _validation.check_kernel_fits(x.shape, kshape, mode)
     return KernelOperator(x, kshape, mode, method)
 
 
@@ -159,11 +156,11 @@ def image_operator(h, image_shape, mode: str = "valid", *, method: str = "auto")
     Returns:
       An :class:`ImageOperator`.
     """
-    mode = _checks.check_mode(mode)
-    _checks.check_choice("method", method, _conv.METHODS)
-    ishape = _checks.kernel_shape_tuple(image_shape, name="image_shape")
-    h = _checks.as_float_array("h (kernel)", h)
-    _checks.check_kernel_fits(ishape, h.shape, mode)
+    mode = _validation.check_mode(mode)
+    _validation.check_method(method)
+    ishape = _validation.as_shape(image_shape, "image_shape", example="(256, 256)")
+    h = _validation.as_float_array("h (kernel)", h)
+    _validation.check_kernel_fits(ishape, h.shape, mode)
     return ImageOperator(h, ishape, mode, method)
 
 

@@ -15,21 +15,19 @@ import jax.numpy as jnp
 import numpy as np
 from optax import projections
 
-from jdeconv import _checks
-
-PRIORS = ("none", "nonneg", "sum_to_one", "simplex")
-
-
-def check_prior(prior) -> str:
-    """Validates a prior name."""
-    return _checks.check_choice("prior", prior, PRIORS)
+from jdeconv import _names
 
 
 def check_support(support, kernel_shape):
     """Validates a (k, l) boolean support mask; returns a bool array or None."""
     if support is None:
         return None
-    mask = np.asarray(support)
+    try:
+        mask = np.asarray(support)
+    except Exception as e:  # pragma: no cover - exotic inputs
+        raise TypeError(f"support must be a boolean array, got {type(support).__name__}.") from e
+    if mask.dtype.kind not in "biuf":
+        raise TypeError(f"support mask must be boolean (or 0/1 numbers), got dtype {mask.dtype}.")
     if mask.shape != tuple(kernel_shape):
         raise ValueError(f"support mask has shape {mask.shape} but the kernel shape is "
                          f"{tuple(kernel_shape)}; give a boolean mask of the kernel's shape.")
@@ -43,7 +41,7 @@ def check_support(support, kernel_shape):
     return jnp.asarray(mask)
 
 
-def project(h: jax.Array, prior: str, support: jax.Array | None = None) -> jax.Array:
+def project_prior(h: jax.Array, prior: str, support: jax.Array | None = None) -> jax.Array:
     """Euclidean projection of one kernel onto the prior's set.
 
     Args:
@@ -58,9 +56,9 @@ def project(h: jax.Array, prior: str, support: jax.Array | None = None) -> jax.A
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from jdeconv._priors import project
-      >>> project(jnp.array([[0.5, -0.2], [0.9, 0.1]]), "simplex").sum()
-      Array(1., dtype=float32)
+      >>> import jdeconv
+      >>> float(jdeconv.project_prior(jnp.array([[0.5, -0.2], [0.9, 0.1]]), "simplex").sum())
+      1.0
     """
     dtype = h.dtype
     mask = jnp.ones(h.shape, bool) if support is None else support
@@ -79,4 +77,33 @@ def project(h: jax.Array, prior: str, support: jax.Array | None = None) -> jax.A
         low = jnp.max(jnp.where(mask, h, -jnp.inf)) - 2.0
         p = projections.projection_simplex(jnp.where(mask, h, low))
         return jnp.where(mask, p, 0.0).astype(dtype)
-    raise ValueError(f"unknown prior {prior!r}")  # pragma: no cover - validated earlier
+    raise ValueError(f"unknown prior {prior!r}; expected one of {_names.PRIORS}.")
+
+
+def project_flags(x: jax.Array, mask: jax.Array, eq, ineq) -> jax.Array:
+    """Projection of a flat kernel with the prior given as two (traced) booleans.
+
+    ``eq``: ``sum h = 1``; ``ineq``: ``h >= 0``. All four priors then share one
+    compiled program (the exact solver uses this); entries outside ``mask``
+    are 0.
+
+    Args:
+      x: (n,) flat kernel.
+      mask: (n,) bool support.
+      eq, ineq: scalar booleans (may be traced).
+
+    Returns:
+      (n,) the projection.
+    """
+    dt = x.dtype
+    mz = mask.astype(dt)
+    xm = x * mz
+    p_sum = projections.projection_hyperplane(xm, mz, 1.0)
+    p_nonneg = projections.projection_non_negative(xm)
+    # simplex on the support: entries outside are pushed below the threshold
+    # (theta >= max_S x - 1), which leaves the threshold unchanged.
+    xmax = jnp.max(jnp.where(mask, x, -jnp.inf))
+    xs = jnp.where(mask, x, xmax - 2)
+    p_simplex = projections.projection_simplex(xs, 1.0).astype(dt)  # optax upcasts
+    p = jnp.where(ineq, jnp.where(eq, p_simplex, p_nonneg), jnp.where(eq, p_sum, xm))
+    return p * mz

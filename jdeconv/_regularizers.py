@@ -21,9 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jdeconv import _checks
+from jdeconv import _names, _validation
 
-REGULARIZERS = ("tikhonov", "smooth", "l1")
+REGULARIZERS = _names.REGULARIZERS
 
 
 def check_regularization(regularization) -> dict[str, float]:
@@ -39,7 +39,7 @@ def check_regularization(regularization) -> dict[str, float]:
             "regularization must be None, 'auto' or a mapping like {'smooth': 1e-3}; got "
             f"{regularization!r}.")
     for name, w in regularization.items():
-        _checks.check_choice("regularizer", name, REGULARIZERS)
+        _validation.check_choice("regularizer", name, REGULARIZERS)
         try:
             w = float(w)
         except (TypeError, ValueError) as e:

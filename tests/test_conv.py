@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jdeconv
-from conftest import tol
+from _helpers import tol
 
 # Shapes come from small sets: every new shape recompiles (0.1-1 s each).
 IMAGE_SHAPES = [(1, 1), (4, 4), (5, 8), (9, 6), (12, 12)]

@@ -1,13 +1,14 @@
 """The loop shared by first-order solvers: step, measure, stop.
 
-A first-order solver is a pair of pure functions (optax style):
+A first-order solver is a pair of pure functions (optax style), made by a
+``make(lipschitz, **options)`` factory in its module:
 
 * ``init(h0) -> state``
 * ``update(h, g, state, objective, prox) -> (h_new, state)`` where ``g`` is the
   gradient at ``h`` and ``prox(v)`` applies the prior (and l1) with step 1/L.
 
-:func:`run` iterates in a ``lax.while_loop`` until the optimality measure
-``||h − prox(h − g/L)|| / ||h||`` is at most ``tol`` or ``max_iters`` is reached,
+:func:`run` iterates in a ``lax.while_loop`` until the optimality measure (:func:`jdeconv._objective.optimality`, the
+one the exact solver uses too) is at most ``tol`` or ``max_iters`` is reached,
 recording the objective after every iteration.
 """
 
@@ -20,7 +21,8 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from jdeconv import _result
+from jdeconv import _objective
+from jdeconv._solution import RESULTS
 
 
 class SolverOutput(NamedTuple):
@@ -28,9 +30,8 @@ class SolverOutput(NamedTuple):
 
     h: jax.Array
     iterations: jax.Array
-    converged: jax.Array
-    status: jax.Array
-    kkt_residual: jax.Array
+    result: jax.Array
+    optimality: jax.Array
     loss_history: jax.Array
     error_history: jax.Array
 
@@ -59,13 +60,6 @@ def projected(opt: optax.GradientTransformation):
     return opt.init, update
 
 
-def kkt_residual(h, g, prox, lipschitz):
-    """Scale-free gradient-mapping norm ``||h − prox(h − g/L)|| / max(||h||, tiny)``."""
-    step = h - prox(h - g / lipschitz)
-    tiny = jnp.finfo(h.dtype).tiny
-    return jnp.linalg.norm(step) / jnp.maximum(jnp.linalg.norm(h), jnp.sqrt(tiny))
-
-
 def relative_error(h, reference):
     """``||h − ref|| / ||ref||`` (NaN without a reference)."""
     if reference is None:
@@ -73,7 +67,7 @@ def relative_error(h, reference):
     return jnp.linalg.norm(h - reference) / jnp.linalg.norm(reference)
 
 
-def run(init: Callable, update: Callable, objective, h0, prox, lipschitz, *,
+def run(init: Callable, update: Callable, objective, h0, prox, lipschitz, bmax, *,
         max_iters: int, tol, reference=None) -> SolverOutput:
     """Runs a first-order solver to convergence or ``max_iters``.
 
@@ -83,6 +77,7 @@ def run(init: Callable, update: Callable, objective, h0, prox, lipschitz, *,
       h0: (n,) feasible starting point.
       prox: projection (and l1 prox) for step 1/L.
       lipschitz: scalar L.
+      bmax: ``max|b|``, the scale of the optimality measure.
       max_iters: static iteration cap.
       tol: stopping tolerance on the gradient-mapping norm.
       reference: optional (n,) true kernel; its relative error is recorded
@@ -96,7 +91,7 @@ def run(init: Callable, update: Callable, objective, h0, prox, lipschitz, *,
     history = history.at[0].set(objective.value_from_grad(h0, g0))
     errors = jnp.full((max_iters + 1,), jnp.nan, h0.dtype).at[0].set(relative_error(h0, reference))
     state = _LoopState(h0, g0, init(h0), jnp.asarray(0, jnp.int32),
-                       kkt_residual(h0, g0, prox, lipschitz), history, errors)
+                       _objective.optimality(h0, g0, prox, lipschitz, bmax), history, errors)
 
     def cond(s):
         return (s.it < max_iters) & (s.kkt > tol) & jnp.isfinite(s.kkt)
@@ -104,7 +99,7 @@ def run(init: Callable, update: Callable, objective, h0, prox, lipschitz, *,
     def body(s):
         h, solver_state = update(s.h, s.g, s.solver_state, objective, prox)
         g = objective.grad(h)
-        kkt = kkt_residual(h, g, prox, lipschitz)
+        kkt = _objective.optimality(h, g, prox, lipschitz, bmax)
         history = s.history.at[s.it + 1].set(objective.value_from_grad(h, g))
         errors = s.errors.at[s.it + 1].set(relative_error(h, reference))
         return _LoopState(h, g, solver_state, s.it + 1, kkt, history, errors)
@@ -112,7 +107,4 @@ def run(init: Callable, update: Callable, objective, h0, prox, lipschitz, *,
     s = lax.while_loop(cond, body, state)
     finite = jnp.isfinite(s.kkt) & jnp.all(jnp.isfinite(s.h))
     converged = finite & (s.kkt <= tol)
-    status = jnp.where(~finite, _result.NONFINITE,
-                       jnp.where(converged, _result.SUCCESS, _result.MAX_ITERS_REACHED))
-    return SolverOutput(s.h, s.it, converged, status.astype(jnp.int32), s.kkt, s.history,
-                        s.errors)
+    return SolverOutput(s.h, s.it, RESULTS.where(converged, finite), s.kkt, s.history, s.errors)

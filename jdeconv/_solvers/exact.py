@@ -68,12 +68,14 @@ zero exactly at the optimum, invariant to scaling (G, b) -> (cG, cb) and to
 scaling b, and is a backward-error-type measure (small even when the forward
 error is limited by the conditioning).  ``converged`` is true iff the method
 terminated (set stable / face optimum), the result is finite and
-``kkt_residual <= 10 * tol``.
+``kkt_residual <= tol`` (the internal hysteresis tolerances use ``tol / 10``).
+The same measure (:func:`jdeconv._objective.optimality`) decides convergence
+of the first-order solvers and is what ``KernelEstimate.optimality`` reports.
 
 Precision
 ---------
-``tol`` defaults to 1e-10 in float64 and 1e-5 in float32 (never below
-``4 sqrt(n) eps``).  The forward error of the solution is ~ kappa(G_FF) * eps
+``tol`` defaults to 1e-9 in float64 and 1e-4 in float32 (never below
+``40 sqrt(n) eps``).  The forward error of the solution is ~ kappa(G_FF) * eps
 (eps = 2.2e-16 / 1.2e-7); measured kernel recovery on noise-free
 convolution Gram matrices (relative 2-norm error):
 
@@ -89,16 +91,18 @@ G (e.g. a constant image) gives a non-finite solution and ``converged=False``.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
-from optax import projections
 
-__all__ = ["QPResult", "default_tol", "solve_qp", "PRIORS"]
+from jdeconv import _names, _objective, _priors, _validation
 
-PRIORS = ("none", "sum_to_one", "nonneg", "simplex")
+__all__ = ["QPResult", "default_tol", "solve_qp"]
+
+PRIORS = _names.PRIORS
 
 # PDAS gives up (and hands over to the primal active-set fallback) once the
 # number of KKT violations has not improved for this many iterations.
@@ -122,16 +126,18 @@ class QPResult(NamedTuple):
     converged: jax.Array
     kkt_residual: jax.Array
     active_set: jax.Array
+    objective_history: jax.Array
+    optimality_history: jax.Array
 
 
 def default_tol(dtype, n: int = 1) -> float:
-    """Default relative tolerance: 1e-10 (float64), 1e-5 (float32).
+    """Default tolerance on the optimality measure: 1e-9 (float64), 1e-4 (float32).
 
-    Never below ``4 sqrt(n) eps`` (the rounding level of the multipliers), which
-    only matters for float32 with n >~ 1700.
+    Never below ``40 sqrt(n) eps`` (ten times the rounding level of the
+    multipliers), which only matters for float32 with n >~ 1700.
     """
-    base = 1e-10 if jnp.finfo(dtype).bits >= 64 else 1e-5
-    return max(base, 4.0 * float(n) ** 0.5 * float(jnp.finfo(dtype).eps))
+    base = 1e-9 if jnp.finfo(dtype).bits >= 64 else 1e-4
+    return max(base, 40.0 * float(n) ** 0.5 * float(jnp.finfo(dtype).eps))
 
 
 # --------------------------------------------------------------------------
@@ -182,28 +188,11 @@ def _eqp(G, b, free, eq):
 
 
 def _project(x, mask, eq, ineq):
-    """Euclidean projection onto the feasible set of the prior on the support
-    (``optax.projections``)."""
-    dt = x.dtype
-    mz = mask.astype(dt)
-    xm = x * mz
-    p_sum = projections.projection_hyperplane(xm, mz, 1.0)
-    p_nonneg = projections.projection_non_negative(xm)
-    # simplex on the support: entries outside are pushed below the threshold
-    # (theta >= max_S x - 1), which leaves the threshold unchanged.
-    xmax = jnp.max(jnp.where(mask, x, -jnp.inf))
-    xs = jnp.where(mask, x, xmax - 2)
-    p_simplex = projections.projection_simplex(xs, 1.0).astype(dt)  # optax upcasts
-    p = jnp.where(ineq, jnp.where(eq, p_simplex, p_nonneg), jnp.where(eq, p_sum, xm))
-    return p * mz
+    return _priors.project_flags(x, mask, eq, ineq)
 
 
 def _kkt_residual(G, b, h, mask, eq, ineq, lg, bmax):
-    g = G @ h - b
-    step = h - _project(h - g / lg, mask, eq, ineq)
-    denom = jnp.maximum(jnp.max(jnp.abs(h)), bmax / lg)
-    denom = jnp.maximum(denom, jnp.finfo(h.dtype).tiny)
-    return jnp.max(jnp.abs(step)) / denom
+    return _objective.optimality(h, G @ h - b, lambda v: _project(v, mask, eq, ineq), lg, bmax)
 
 
 def _finite(x):
@@ -220,7 +209,7 @@ def _tolerances(h, tol, lg, bmax):
 # --------------------------------------------------------------------------
 
 
-def _active_set_solve(G, b, mask, eq, ineq, tol, lg, bmax, max_iters, max_total):
+def _active_set_solve(G, b, mask, eq, ineq, tol, lg, bmax, max_iters, max_total, history):
     """PDAS, then (if needed) the primal active-set fallback, in one loop.
 
     One ``lax.while_loop`` (one Cholesky per iteration) whose carry has a
@@ -234,11 +223,11 @@ def _active_set_solve(G, b, mask, eq, ineq, tol, lg, bmax, max_iters, max_total)
     idx = jnp.arange(n)
 
     def cond(st):
-        k, _, _, _, done, fin, _, _, _ = st
+        k, _, _, _, done, fin, _, _, _, _, _ = st
         return (k < max_total) & ~done & fin
 
     def body(st):
-        k, phase, A, h, _, _, stall, best_ninf, best_h = st
+        k, phase, A, h, _, _, stall, best_ninf, best_h, obj_h, opt_h = st
         F = ~A
         free_s = F & mask
         heq, mu = _eqp(G, b, F, eq)
@@ -287,9 +276,25 @@ def _active_set_solve(G, b, mask, eq, ineq, tol, lg, bmax, max_iters, max_total)
         A_n = jnp.where(in_p, jnp.where(switch, A_start, A_p), A_f)
         done = jnp.where(in_p, conv_p, done_f)
         phase_n = jnp.where(in_p & switch, 1, phase).astype(jnp.int32)
-        return (k + 1, phase_n, A_n, h_n, done, fin, stall_n, best_ninf_n, best_h_n)
+        if history:  # objective and optimality of the feasible point P(h) after this iteration
+            hp = _project(jnp.where(jnp.isfinite(h_n), h_n, 0), mask, eq, ineq)
+            gp = G @ hp - b
+            i = jnp.minimum(k + 1, history - 1)
+            obj_h = obj_h.at[i].set(0.5 * jnp.dot(hp, gp - b))
+            opt_h = opt_h.at[i].set(_objective.optimality(
+                hp, gp, lambda v: _project(v, mask, eq, ineq), lg, bmax))
+        return (k + 1, phase_n, A_n, h_n, done, fin, stall_n, best_ninf_n, best_h_n, obj_h, opt_h)
 
     zeros = jnp.zeros((n,), dt)
+    hist0 = jnp.full((max(history, 1),), jnp.nan, dt)
+    if history:
+        hp = _project(zeros, mask, eq, ineq)
+        gp = G @ hp - b
+        obj0 = hist0.at[0].set(0.5 * jnp.dot(hp, gp - b))
+        opt0 = hist0.at[0].set(_objective.optimality(
+            hp, gp, lambda v: _project(v, mask, eq, ineq), lg, bmax))
+    else:
+        obj0 = opt0 = hist0
     st0 = (
         jnp.int32(0),
         jnp.int32(0),
@@ -300,30 +305,36 @@ def _active_set_solve(G, b, mask, eq, ineq, tol, lg, bmax, max_iters, max_total)
         jnp.int32(0),
         jnp.int32(jnp.iinfo(jnp.int32).max),
         zeros,
+        obj0,
+        opt0,
     )
-    k, _, A, h, done, fin, _, _, _ = lax.while_loop(cond, body, st0)
-    return k, A, h, done, fin
+    k, _, A, h, done, fin, _, _, _, obj_h, opt_h = lax.while_loop(cond, body, st0)
+    return k, A, h, done, fin, obj_h, opt_h
 
 
-@jax.jit
-def _solve(G, b, mask, tol, eq, ineq, max_iters, max_fallback_iters):
+@functools.partial(jax.jit, static_argnames=("history",))
+def _solve(G, b, mask, tol, eq, ineq, max_iters, max_fallback_iters, history=0):
     dt = G.dtype
     both = mask[:, None] & mask[None, :]
     lg = jnp.max(jnp.sum(jnp.abs(jnp.where(both, G, 0)), axis=1))
     lg = jnp.maximum(lg, jnp.finfo(dt).tiny)
     bmax = jnp.max(jnp.abs(jnp.where(mask, b, 0)))
 
-    iters, A, h, done, fin = _active_set_solve(
-        G, b, mask, eq, ineq, tol, lg, bmax, max_iters, max_iters + max_fallback_iters
-    )
+    iters, A, h, done, fin, obj_h, opt_h = _active_set_solve(
+        G, b, mask, eq, ineq, tol / 10, lg, bmax, max_iters, max_iters + max_fallback_iters,
+        history)
     # polish: exact feasibility (clip the accepted -tau_h <= h_i < 0, renormalise)
     h = jnp.where(ineq, jnp.maximum(h, 0), h) * mask.astype(dt)
     h = jnp.where(eq, h / jnp.sum(h), h)
     active = A | ~mask | (ineq & (h == 0))
     kkt = _kkt_residual(G, b, h, mask, eq, ineq, lg, bmax)
     fin = fin & _finite(h)
-    converged = done & fin & (kkt <= 10 * tol)
-    return QPResult(h, iters, converged, kkt, active)
+    converged = done & fin & (kkt <= tol)
+    if history:  # the last entry is the polished solution's
+        i = jnp.minimum(iters, history - 1)
+        obj_h = obj_h.at[i].set(0.5 * jnp.dot(h, G @ h - 2 * b))
+        opt_h = opt_h.at[i].set(kkt)
+    return QPResult(h, iters, converged, kkt, active, obj_h, opt_h)
 
 
 # --------------------------------------------------------------------------
@@ -340,6 +351,7 @@ def solve_qp(
     max_iters: int = 100,
     tol=None,
     max_fallback_iters: int | None = None,
+    history: bool = False,
 ) -> QPResult:
     """Solve min 1/2 h^T G h - b^T h subject to ``prior`` on the support ``mask``.
 
@@ -352,17 +364,29 @@ def solve_qp(
       prior: "none" | "sum_to_one" | "nonneg" | "simplex" (Python value).
       mask: optional (n,) bool support; entries outside are fixed to 0.
       max_iters: PDAS iteration budget (Python int).
-      tol: relative tolerance; default ``default_tol(dtype, n)``: 1e-10
-        (float64) / 1e-5 (float32).
+      tol: tolerance on the optimality measure; default ``default_tol(dtype, n)``:
+        1e-9 (float64) / 1e-4 (float32).
       max_fallback_iters: budget of the primal active-set fallback (Python
         int); default ``2 * n + max_iters``.  ``iterations`` never exceeds
         ``max_iters + max_fallback_iters``.
+      history: record the objective ``q`` and the optimality measure of the
+        (projected) iterate after every iteration, in arrays of length
+        ``max_iters + max_fallback_iters + 1`` (NaN after the last). The
+        budgets then become static (a new budget recompiles).
 
     Returns:
-      QPResult(solution, iterations, converged, kkt_residual, active_set).
+      QPResult(solution, iterations, converged, kkt_residual, active_set,
+      objective_history, optimality_history) (the histories have length 1 and
+      hold NaN without ``history``).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jdeconv._solvers.exact import solve_qp
+      >>> res = solve_qp(jnp.eye(3), jnp.array([0.5, -1.0, 2.0]), prior="nonneg")
+      >>> res.solution.tolist(), bool(res.converged)
+      ([0.5, 0.0, 2.0], True)
     """
-    if prior not in PRIORS:
-        raise ValueError(f"unknown prior {prior!r}; expected one of {PRIORS}")
+    _validation.check_prior(prior)
     dt = jnp.result_type(gram, rhs, jnp.float32)
     if not jnp.issubdtype(dt, jnp.floating):
         dt = jnp.dtype(jnp.float32)
@@ -382,7 +406,8 @@ def solve_qp(
     # The budgets are Python ints at the API but enter the compiled program
     # as (unbatched) int32 scalars: only loop conditions use them, so changing
     # them does not trigger a recompilation.
+    size = int(max_iters) + int(max_fallback_iters) + 1 if history else 0
     return _solve(
         G, b, mask, tol, eq, ineq,
-        jnp.int32(int(max_iters)), jnp.int32(int(max_fallback_iters)),
+        jnp.int32(int(max_iters)), jnp.int32(int(max_fallback_iters)), history=size,
     )

@@ -7,9 +7,10 @@ convex (well-posed) problems. The gradient step itself is ``optax.sgd(1/L)``.
 
 Example:
   >>> import jdeconv
-  >>> x = jdeconv.shapes_image((64, 64), seed=0, n_shapes=6)
-  >>> h = jdeconv.gaussian_kernel(5, 1.0)
-  >>> est = jdeconv.estimate_kernel(x, jdeconv.conv2d(x, h), 5, solver="fista", max_iters=3000)
+  >>> x = jdeconv.data.shapes_image((64, 64), seed=0, n_shapes=6)
+  >>> h = jdeconv.data.gaussian_kernel(5, 1.0)
+  >>> est = jdeconv.estimate_kernel(x, jdeconv.conv2d(x, h), 5, solver="fista",
+  ...                               max_iters=3000, throw=False)
   >>> est.solver
   'fista'
 """
@@ -31,8 +32,14 @@ class FistaState(NamedTuple):
     sgd_state: optax.OptState
 
 
-def make(lipschitz, restart: bool = True):
-    """Returns ``(init, update)`` for FISTA with step ``1/lipschitz``."""
+def make(lipschitz, *, restart: bool = True):
+    """Returns ``(init, update)`` for FISTA with step ``1/lipschitz``.
+
+    Args:
+      lipschitz: L, the step is 1/L.
+      restart: O'Donoghue–Candès gradient restart (``solver_options={"restart": False}``
+        gives plain FISTA).
+    """
     opt = optax.sgd(learning_rate=1.0 / lipschitz)
 
     def init(h0):

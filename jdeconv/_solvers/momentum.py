@@ -9,6 +9,11 @@ from jdeconv._solvers import _driver
 DEFAULT_MOMENTUM = 0.9
 
 
-def make(lipschitz, momentum: float = DEFAULT_MOMENTUM):
-    """Returns ``(init, update)``; converges on quadratics for 0 <= β < 1 with step 1/L."""
+def make(lipschitz, *, momentum: float = DEFAULT_MOMENTUM):
+    """Returns ``(init, update)``; converges on quadratics for 0 <= β < 1 with step 1/L.
+
+    Args:
+      lipschitz: L, the step is 1/L.
+      momentum: β (``solver_options={"momentum": β}``).
+    """
     return _driver.projected(optax.sgd(learning_rate=1.0 / lipschitz, momentum=momentum))
