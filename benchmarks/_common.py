@@ -25,8 +25,8 @@ def test_image(size: int) -> np.ndarray:
     import jdeconv
 
     if size <= 512:
-        return jdeconv.natural_image("camera", shape=size)
-    x = jdeconv.natural_image("camera")
+        return jdeconv.data.natural_image("camera", shape=size)
+    x = jdeconv.data.natural_image("camera")
     reps = -(-size // x.shape[0])
     tiles = [[x[:: 1 - 2 * (i % 2)][:, :: 1 - 2 * (j % 2)] for j in range(reps)] for i in range(reps)]
     return np.ascontiguousarray(np.block(tiles)[:size, :size])
@@ -36,7 +36,7 @@ def test_kernel(k: int) -> np.ndarray:
     """Gaussian PSF, sigma = k / 6 (all taps positive, sum 1)."""
     import jdeconv
 
-    return np.asarray(jdeconv.gaussian_kernel(k, k / 6.0))
+    return np.asarray(jdeconv.data.gaussian_kernel(k, k / 6.0))
 
 
 def rel_err(h_est, h) -> float:

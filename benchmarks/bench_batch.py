@@ -37,8 +37,8 @@ K = 15
 
 def make_pairs(batch, size, seed=0):
     rng = np.random.default_rng(seed)
-    names = [n for n in jdeconv.NATURAL_IMAGE_NAMES if n not in ("page", "text")]
-    base = [jdeconv.natural_image(n, shape=size) for n in names]
+    names = [n for n in jdeconv.data.NATURAL_IMAGE_NAMES if n not in ("page", "text")]
+    base = [jdeconv.data.natural_image(n, shape=size) for n in names]
     xs, ys, hs = [], [], []
     for i in range(batch):
         x = base[i % len(base)]
@@ -46,7 +46,7 @@ def make_pairs(batch, size, seed=0):
         if (i // (4 * len(base))) % 2:
             x = x[:, ::-1]
         x = np.ascontiguousarray(x)
-        h = np.asarray(jdeconv.gaussian_kernel(K, float(rng.uniform(1.5, 3.5))))
+        h = np.asarray(jdeconv.data.gaussian_kernel(K, float(rng.uniform(1.5, 3.5))))
         xs.append(x)
         hs.append(h)
         ys.append(np.asarray(jdeconv.conv2d(x, h)))
@@ -77,8 +77,8 @@ def profile(xs, ys, reps):
     jax.block_until_ready(ne_1(xj[0], yj[0]))
     jax.block_until_ready(qp_b(ne.gram, ne.rhs))
     jax.block_until_ready(qp_1(ne.gram[0], ne.rhs[0]))
-    x_small = np.asarray(jdeconv.natural_image("camera", shape=32))
-    y_small = np.asarray(jdeconv.conv2d(x_small, np.asarray(jdeconv.gaussian_kernel(K, 2.0))))
+    x_small = np.asarray(jdeconv.data.natural_image("camera", shape=32))
+    y_small = np.asarray(jdeconv.conv2d(x_small, np.asarray(jdeconv.data.gaussian_kernel(K, 2.0))))
     jdeconv.estimate_kernel(x_small, y_small, K).kernel.block_until_ready()
     res = {}
     res["gram_batched"], _, _ = _common.median_time(

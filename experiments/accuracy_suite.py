@@ -80,8 +80,8 @@ class KernelSpec:
     def make(self) -> np.ndarray:
         params = dict(self.params)
         if self.family == "aniso":
-            return jdeconv.gaussian_kernel(self.size, **params)
-        return jdeconv.make_kernel(self.family, self.size, **params)
+            return jdeconv.data.gaussian_kernel(self.size, **params)
+        return jdeconv.data.make_kernel(self.family, self.size, **params)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,14 +138,14 @@ def load_config(path, *, small: bool = False) -> SuiteConfig:
 
 def make_pair(cfg: SuiteConfig, image: str, spec: KernelSpec, sigma: float, bits: int, seed: int):
     if image == "fractal":
-        xt = jdeconv.fractal_image(cfg.image_size, seed=seed)
+        xt = jdeconv.data.fractal_image(cfg.image_size, seed=seed)
     else:
-        xt = jdeconv.natural_image(image, shape=cfg.image_size)
+        xt = jdeconv.data.natural_image(image, shape=cfg.image_size)
     h = spec.make()
     y = np.asarray(jdeconv.conv2d(jnp.asarray(xt), jnp.asarray(h), mode=cfg.mode))
     if sigma > 0:
-        y = jdeconv.add_gaussian_noise(y, sigma, seed=seed + 1)
-    return jdeconv.quantize(xt, bits), jdeconv.quantize(y, bits), h
+        y = jdeconv.data.add_gaussian_noise(y, sigma, seed=seed + 1)
+    return jdeconv.data.quantize(xt, bits), jdeconv.data.quantize(y, bits), h
 
 
 def rel_err(est, h) -> float:

@@ -297,6 +297,8 @@ def as_float_array(name: str, a, *, ndim: int | None = 2, dtype=None, allow_nan:
     target = dtype
     if target is None:
         target = arr.dtype if kind == "f" else default_float_dtype()
+        if np.dtype(target).itemsize > np.dtype(default_float_dtype()).itemsize:
+            target = default_float_dtype()  # float64 input in 32-bit mode: no truncation warning
     if kind == "f" and is_concrete(arr):
         host = np.asarray(arr)
         bad = ~np.isfinite(host)

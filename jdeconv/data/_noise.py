@@ -5,7 +5,7 @@ deterministic given an explicit ``seed`` (no global random state).
 
 Example:
     >>> import numpy as np
-    >>> from jdeconv._noise import add_gaussian_noise, quantize
+    >>> from jdeconv.data import add_gaussian_noise, quantize
     >>> y = quantize(add_gaussian_noise(np.full((4, 4), 0.5), 0.01, seed=0), 8)
     >>> y.dtype, bool(np.allclose(y * 255, np.round(y * 255)))
     (dtype('float64'), True)
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ._images import _check_int, _check_real, _check_seed
+from jdeconv import _validation
 
 __all__ = ["add_gaussian_noise", "add_poisson_noise", "quantize"]
 
@@ -73,8 +73,8 @@ def add_gaussian_noise(image: Any, sigma: float, *, seed: int) -> np.ndarray:
         True
     """
     x = _as_image(image)
-    sigma = _check_real(sigma, "sigma", nonnegative=True, example="0.01")
-    rng = np.random.default_rng(_check_seed(seed))
+    sigma = _validation.check_real(sigma, "sigma", nonnegative=True, example="0.01")
+    rng = np.random.default_rng(_validation.check_seed(seed))
     return x + sigma * rng.standard_normal(x.shape)
 
 
@@ -104,8 +104,8 @@ def add_poisson_noise(image: Any, photons: float, *, seed: int) -> np.ndarray:
         True
     """
     x = _as_image(image)
-    photons = _check_real(photons, "photons", positive=True, example="1000.0")
-    rng = np.random.default_rng(_check_seed(seed))
+    photons = _validation.check_real(photons, "photons", positive=True, example="1000.0")
+    rng = np.random.default_rng(_validation.check_seed(seed))
     if float(x.min()) < 0.0:
         raise ValueError(
             f"image has negative values (min {float(x.min()):g}); Poisson noise needs intensities >= 0, "
@@ -138,8 +138,6 @@ def quantize(image: Any, bits: int) -> np.ndarray:
         array([0., 0., 1., 1.])
     """
     x = _as_image(image)
-    bits = _check_int(bits, "bits", minimum=1, example="8")
-    if bits > 16:
-        raise ValueError(f"bits is {bits}; give an int from 1 to 16, e.g. bits=8")
+    bits = _validation.check_int(bits, "bits", minimum=1, maximum=16, example=8)
     levels = float(2**bits - 1)
     return np.round(np.clip(x, 0.0, 1.0) * levels) / levels

@@ -11,8 +11,11 @@ Angles are in degrees, counter-clockwise as seen on screen (rows grow
 downwards), with 0 meaning along the rows (horizontal) and 90 vertical: the
 unit direction of angle ``a`` is ``(drow, dcol) = (-sin a, cos a)``.
 
+Sizes are checked before anything is allocated: each side is at most
+``jdeconv._validation.MAX_KERNEL_SIDE``.
+
 Example:
-    >>> from jdeconv._kernels import make_kernel
+    >>> from jdeconv.data import make_kernel
     >>> h = make_kernel("gaussian", (15, 15), sigma=2.0)
     >>> h.shape, round(float(h.sum()), 12)
     ((15, 15), 1.0)
@@ -26,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ._images import _as_shape, _call_with_options, _check_real, _check_seed, _unknown_name_error
+from jdeconv import _validation
 
 __all__ = [
     "KERNEL_FAMILIES",
@@ -43,10 +46,16 @@ _EXAMPLE_SHAPE = "(15, 15)"
 
 #: First positive zero of the Bessel function J1.
 _J1_FIRST_ZERO = 3.8317059702075125
+#: Largest ``supersample`` of :func:`disk_kernel` (the work grows as its square).
+_MAX_SUPERSAMPLE = 64
+#: Above this argument J1 uses its asymptotic (Hankel) expansion.
+_J1_ASYMPTOTIC = 25.0
 
 
 def _kshape(shape: Any) -> tuple[int, int]:
-    return _as_shape(shape, "kernel", _EXAMPLE_SHAPE)
+    """Validates a kernel size (int or pair), at most ``MAX_KERNEL_SIDE`` per side."""
+    return _validation.as_shape(shape, "kernel shape", example=_EXAMPLE_SHAPE,
+                                maximum=_validation.MAX_KERNEL_SIDE)
 
 
 def _offsets(k: int, l: int) -> tuple[np.ndarray, np.ndarray]:
@@ -106,9 +115,9 @@ def gaussian_kernel(
         (True, 12)
     """
     k, l = _kshape(shape)
-    sx = _check_real(sigma, "sigma", positive=True, example="2.0")
-    sy = sx if sigma_y is None else _check_real(sigma_y, "sigma_y", positive=True, example="2.0")
-    ang = _check_real(angle, "angle", example="0.0")
+    sx = _validation.check_real(sigma, "sigma", positive=True, example="2.0")
+    sy = sx if sigma_y is None else _validation.check_real(sigma_y, "sigma_y", positive=True, example="2.0")
+    ang = _validation.check_real(angle, "angle", example="0.0")
     ur, uc = _direction(ang)
     vr, vc = uc, -ur  # perpendicular: (cos a, sin a)
     dr, dc = _offsets(k, l)
@@ -149,8 +158,8 @@ def motion_kernel(shape: int | tuple[int, int], length: float, angle: float = 0.
         ((1, 9), 1.0)
     """
     k, l = _kshape(shape)
-    length = _check_real(length, "length", positive=True, example="9.0")
-    ang = _check_real(angle, "angle", example="0.0")
+    length = _validation.check_real(length, "length", positive=True, example="9.0")
+    ang = _validation.check_real(angle, "angle", example="0.0")
     ur, uc = _direction(ang)
     need_r = length * abs(ur) + 1.0
     need_c = length * abs(uc) + 1.0
@@ -186,7 +195,7 @@ def disk_kernel(shape: int | tuple[int, int], radius: float, *, supersample: int
         shape: kernel size ``(k, l)`` or int; the disk must fit:
             ``2 * radius <= min(k, l)``.
         radius: disk radius in pixels, >= 0.5.
-        supersample: sub-samples per pixel side, >= 1.
+        supersample: sub-samples per pixel side, from 1 to 64.
 
     Returns:
         (k, l) float64, nonnegative, sum 1, symmetric under flips (and under
@@ -203,7 +212,7 @@ def disk_kernel(shape: int | tuple[int, int], radius: float, *, supersample: int
         (True, True)
     """
     k, l = _kshape(shape)
-    radius = _check_real(radius, "radius", positive=True, example="3.0")
+    radius = _validation.check_real(radius, "radius", positive=True, example="3.0")
     if radius < 0.5:
         raise ValueError(
             f"radius is {radius:g}; a disk kernel needs radius >= 0.5 pixel "
@@ -215,15 +224,18 @@ def disk_kernel(shape: int | tuple[int, int], radius: float, *, supersample: int
             f"disk of radius {radius:g} does not fit in kernel shape {(k, l)}; "
             f"use a shape of at least ({need}, {need}) or a smaller radius"
         )
-    if not (isinstance(supersample, (int, np.integer)) and not isinstance(supersample, bool)) or supersample < 1:
-        raise ValueError(f"supersample is {supersample!r}; give an int >= 1 like supersample=16")
-    s = int(supersample)
+    s = _validation.check_int(supersample, "supersample", minimum=1, maximum=_MAX_SUPERSAMPLE,
+                              example=16)
     sub = (np.arange(s, dtype=np.float64) + 0.5) / s - 0.5
     dr, dc = _offsets(k, l)
-    rr = (dr[:, :, None, None] + sub[None, None, :, None]) ** 2  # (k, 1, s, 1)
-    cc = (dc[:, :, None, None] + sub[None, None, None, :]) ** 2  # (1, l, 1, s)
-    inside = (rr + cc) <= radius * radius  # (k, l, s, s)
-    return _normalise(inside.mean(axis=(2, 3)))
+    # Count the sub-pixel centres inside the disk, one sub-pixel offset at a
+    # time: memory stays at one (k, l) array whatever ``supersample`` is.
+    inside = np.zeros((k, l), dtype=np.int64)
+    for a in sub:
+        rr = (dr + a) ** 2
+        for b in sub:
+            inside += (rr + (dc + b) ** 2) <= radius * radius
+    return _normalise(inside / float(s * s))
 
 
 def box_kernel(shape: int | tuple[int, int]) -> np.ndarray:
@@ -250,23 +262,38 @@ def box_kernel(shape: int | tuple[int, int]) -> np.ndarray:
 def _bessel_j1(x: np.ndarray) -> np.ndarray:
     """Bessel function J1 for real ``x >= 0`` in pure NumPy (abs. error ~1e-15).
 
-    Uses the integral ``J1(x) = 1/(2 pi) ∫_0^{2 pi} cos(t - x sin t) dt``,
-    evaluated by the trapezoidal rule, which converges exponentially for this
-    periodic analytic integrand once the number of nodes exceeds ``x``.
+    For ``x <= 25`` the integral ``J1(x) = 1/(2 pi) ∫_0^{2 pi} cos(t - x sin t) dt``
+    is evaluated by the trapezoidal rule (100 nodes), which converges
+    exponentially for this periodic analytic integrand once the number of
+    nodes exceeds ``x``. Beyond, the Hankel asymptotic expansion (10 terms of
+    each series) is accurate to rounding, so the cost per value is bounded
+    however large the kernel or small the Airy radius.
     """
     x = np.asarray(x, dtype=np.float64)
-    out = np.empty_like(x)
-    flat = x.ravel()
-    xmax = float(flat.max()) if flat.size else 0.0
-    n = int(math.ceil(xmax + 12.0 * xmax ** (1.0 / 3.0))) + 40
+    out = np.empty(x.shape, dtype=np.float64)
+    near = x <= _J1_ASYMPTOTIC
+    n = int(math.ceil(_J1_ASYMPTOTIC + 12.0 * _J1_ASYMPTOTIC ** (1.0 / 3.0))) + 40
     t = 2.0 * np.pi * np.arange(n, dtype=np.float64) / n
-    sin_t = np.sin(t)
-    res = out.ravel()
-    chunk = max(1, 2_000_000 // n)
-    for start in range(0, flat.size, chunk):
-        xs = flat[start : start + chunk, None]
-        res[start : start + chunk] = np.cos(t[None, :] - xs * sin_t[None, :]).mean(axis=1)
-    return res.reshape(x.shape)
+    sin_t = np.sin(t)[None, :]
+    xs = x[near]
+    res = np.empty(xs.shape, dtype=np.float64)
+    chunk = 2_000_000 // n  # bounded temporary memory
+    for start in range(0, xs.size, chunk):
+        part = xs[start : start + chunk, None]
+        res[start : start + chunk] = np.cos(t[None, :] - part * sin_t).mean(axis=1)
+    out[near] = res
+    far = x[~near]
+    # J1(x) = sqrt(2 / (pi x)) (P cos w - Q sin w), w = x - 3 pi / 4, with
+    # cos w and sin w expanded so that no large argument is shifted.
+    coef = [1.0]
+    for j in range(1, 20):
+        coef.append(coef[-1] * (4.0 - (2 * j - 1) ** 2) / (8.0 * j))
+    inv = 1.0 / far
+    p = sum((-1) ** k * coef[2 * k] * inv ** (2 * k) for k in range(10))
+    q = sum((-1) ** k * coef[2 * k + 1] * inv ** (2 * k + 1) for k in range(10))
+    c, s = np.cos(far), np.sin(far)
+    out[~near] = np.sqrt(1.0 / (np.pi * far)) * (p * (s - c) + q * (s + c))
+    return out
 
 
 def airy_kernel(shape: int | tuple[int, int], radius: float) -> np.ndarray:
@@ -294,7 +321,7 @@ def airy_kernel(shape: int | tuple[int, int], radius: float) -> np.ndarray:
         True
     """
     k, l = _kshape(shape)
-    radius = _check_real(radius, "radius", positive=True, example="3.0")
+    radius = _validation.check_real(radius, "radius", positive=True, example="3.0")
     dr, dc = _offsets(k, l)
     r = np.sqrt(dr**2 + dc**2)
     x = _J1_FIRST_ZERO * r / radius
@@ -335,8 +362,8 @@ def random_smooth_kernel(
         True
     """
     k, l = _kshape(shape)
-    rng = np.random.default_rng(_check_seed(seed))
-    smoothness = _check_real(smoothness, "smoothness", nonnegative=True, example="2.0")
+    rng = np.random.default_rng(_validation.check_seed(seed))
+    smoothness = _validation.check_real(smoothness, "smoothness", nonnegative=True, example="2.0")
     h = rng.random((k, l)) ** 3
     if smoothness > 0:
         fy = np.fft.fftfreq(k)[:, None]
@@ -393,12 +420,12 @@ def make_kernel(
     """
     if not isinstance(family, str):
         raise TypeError(f"kernel family must be a str, got {type(family).__name__}; e.g. 'gaussian'")
-    seed = _check_seed(seed)
+    seed = _validation.check_seed(seed)
     key = family.strip().lower()
     if key not in _FAMILIES:
-        raise _unknown_name_error("kernel family", family, KERNEL_FAMILIES)
+        raise _validation.unknown_name("kernel family", family, KERNEL_FAMILIES)
     func = _FAMILIES[key]
     opts = dict(params)
     if func is random_smooth_kernel:
         opts["seed"] = seed
-    return _call_with_options(func, "kernel", family, (shape,), opts)
+    return _validation.call_with_options(func, "kernel", family, (shape,), opts)

@@ -1,11 +1,13 @@
-"""Tests for jdeconv._io (image files)."""
+"""Tests for jdeconv.data._io (image files)."""
 
 from __future__ import annotations
 
 import os
+import struct
 import sys
 import tempfile
 import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -15,8 +17,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from jdeconv import _io
-from jdeconv._io import (
+from jdeconv.data import _io
+from jdeconv.data import (
     READ_EXTENSIONS,
     WRITE_EXTENSIONS,
     ImageInfo,
@@ -288,13 +290,13 @@ def test_read_bad_npy(tmp_path, arr, text):
 
 def test_read_object_npy_not_unpickled(tmp_path):
     np.save(tmp_path / "o.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(ValueError, match="could not be decoded"):
+    with pytest.raises(ValueError, match=r"o\.npy' holds a pickled object array; .*allow_pickle=False"):
         read_image(tmp_path / "o.npy")
 
 
 def test_read_bad_arguments(tmp_path):
     p = write_image(tmp_path / "x.png", np.zeros((2, 2)))
-    with pytest.raises(ValueError, match=r"did you mean 'gray'"):
+    with pytest.raises(ValueError, match=r"channels 'grey'.*Did you mean 'gray'"):
         read_image(p, channels="grey")
     with pytest.raises(TypeError, match="path"):
         read_image(123)  # type: ignore[arg-type]
@@ -389,3 +391,69 @@ def test_pypng_missing_gives_clear_import_error(tmp_path, monkeypatch):
 def test_extension_lists():
     assert set(WRITE_EXTENSIONS) <= set(READ_EXTENSIONS)
     assert ".jpg" in READ_EXTENSIONS and ".jpg" not in WRITE_EXTENSIONS
+
+
+def test_write_refused_for_unwritable_directory(tmp_path, monkeypatch):
+    d = tmp_path / "ro"
+    d.mkdir()
+    d.chmod(0o555)
+    try:
+        if os.access(d, os.W_OK):  # running as root: permissions are not enforced, simulate them
+            real_open = os.open
+
+            def deny(path, flags, *args, **kwargs):
+                if os.path.dirname(os.fspath(path)) == str(d) and flags & os.O_CREAT:
+                    raise PermissionError(13, "Permission denied", os.fspath(path))
+                return real_open(path, flags, *args, **kwargs)
+
+            monkeypatch.setattr(os, "open", deny)
+        with pytest.raises(PermissionError) as err:
+            write_image(d / "x.png", np.zeros((2, 2)))
+    finally:
+        monkeypatch.undo()
+        d.chmod(0o755)
+    message = str(err.value)
+    assert repr(str(d / "x.png")) in message and "not writable" in message
+    assert ".tmp" not in message and ".probe" not in message  # the user's path, not a temporary one
+    assert os.listdir(d) == []
+
+
+# --- size bounds (from the header, before decoding) -------------------------
+
+
+def _png_with_header_only(path, width, height, bit_depth=8, colour_type=0):
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr
+    chunk += struct.pack(">I", zlib.crc32(b"IHDR" + ihdr) & 0xFFFFFFFF)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk)
+
+
+@pytest.mark.parametrize("bit_depth, colour_type", [(8, 0), (16, 2)])
+def test_read_absurd_png_size_refused_from_header(tmp_path, bit_depth, colour_type):
+    p = tmp_path / "huge.png"
+    _png_with_header_only(p, 200_000, 200_000, bit_depth, colour_type)
+    with pytest.raises(ValueError, match=r"huge\.png' of shape \(200000, 200000\) is too large"):
+        read_image(p)
+
+
+def test_read_absurd_npy_size_refused_from_header(tmp_path):
+    p = tmp_path / "huge.npy"
+    with open(p, "wb") as f:  # a header announcing 320 GB of float64, and no data
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": "<f8", "fortran_order": False, "shape": (200_000, 200_000)})
+    with pytest.raises(ValueError, match=r"huge\.npy' of shape \(200000, 200000\) is too large"):
+        read_image(p)
+
+
+def test_read_too_tall_tiff_refused(tmp_path):
+    tifffile.imwrite(tmp_path / "tall.tif", np.zeros((70_000, 1), dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"tall\.tif' of shape \(70000, 1\) is too large"):
+        read_image(tmp_path / "tall.tif")
+
+
+def test_read_truncated_npy_names_file(tmp_path):
+    p = tmp_path / "cut.npy"
+    np.save(p, np.zeros((8, 8)))
+    p.write_bytes(p.read_bytes()[:-100])
+    with pytest.raises(ValueError, match=r"cut\.npy.*could not be decoded"):
+        read_image(p)

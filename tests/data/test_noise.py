@@ -1,4 +1,4 @@
-"""Tests for jdeconv._noise (noise models and quantisation)."""
+"""Tests for jdeconv.data._noise (noise models and quantisation)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from jdeconv._noise import add_gaussian_noise, add_poisson_noise, quantize
+from jdeconv.data import add_gaussian_noise, add_poisson_noise, quantize
 
 # --- gaussian ---------------------------------------------------------------
 
@@ -126,11 +126,18 @@ def test_quantize_properties(x, bits):
 
 
 @pytest.mark.parametrize(
-    "bits, exc", [(0, ValueError), (17, ValueError), (-3, ValueError), (8.0, TypeError), (True, TypeError)]
+    "bits, exc", [(0, ValueError), (17, ValueError), (-3, ValueError), (8.5, TypeError), (True, TypeError),
+                  ("8", TypeError), (1e23, ValueError)]
 )
 def test_quantize_bad_bits(bits, exc):
     with pytest.raises(exc, match="bits"):
         quantize(np.zeros(3), bits)
+
+
+def test_quantize_whole_float_bits_accepted():
+    # Shared rule of jdeconv._validation.check_int: 8.0 (e.g. from YAML) means 8.
+    x = np.linspace(0, 1, 7)
+    assert np.array_equal(quantize(x, 8.0), quantize(x, 8))
 
 
 def test_quantize_nan():

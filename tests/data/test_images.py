@@ -1,15 +1,16 @@
-"""Tests for jdeconv._images (synthetic and bundled original images)."""
+"""Tests for jdeconv.data._images (synthetic and bundled original images)."""
 
 from __future__ import annotations
 
 import sys
+import time
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jdeconv._images import (
+from jdeconv.data import (
     IMAGE_NAMES,
     NATURAL_IMAGE_NAMES,
     checkerboard_image,
@@ -341,7 +342,7 @@ def test_make_image_names_listed():
     [
         ("shape", {}, ValueError, r"Did you mean 'shapes'"),
         ("checkerbord", {}, ValueError, r"Did you mean 'checkerboard'"),
-        ("zzz", {}, ValueError, "valid names are: shapes"),
+        ("zzz", {}, ValueError, "expected one of 'shapes'"),
         ("natural:camra", {}, ValueError, r"Did you mean 'natural:camera'"),
         ("noise", {"kindd": "binary"}, TypeError, r"kindd.*accepted options: seed, kind"),
         ("delta", {"seedy": 1}, TypeError, "seedy"),
@@ -354,3 +355,25 @@ def test_make_image_names_listed():
 def test_make_image_errors(name, kwargs, exc, text):
     with pytest.raises(exc, match=text):
         make_image(name, **kwargs)
+
+
+# --- size bounds ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: shapes_image(10**9),
+        lambda: noise_target((60_000, 60_000)),  # sides fit, pixel count does not
+        lambda: fractal_image((1, 10**7)),
+        lambda: checkerboard_image(10**6),
+        lambda: delta_image((70_000, 1)),
+        lambda: make_image("noise", 10**9, seed=0),
+        lambda: natural_image("camera", shape=10**9),  # refused before loading the photo
+    ],
+)
+def test_absurd_image_sizes_refused_before_allocation(call):
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match="too large"):
+        call()
+    assert time.perf_counter() - t0 < 1.0

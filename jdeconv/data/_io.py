@@ -1,16 +1,21 @@
 """Reading and writing image files (PNG, TIFF, JPEG read-only, NumPy ``.npy``).
 
-Decoding and encoding use Pillow and tifffile; 16-bit colour PNG, which
-Pillow cannot represent, uses the small pure-Python ``pypng`` package
-(imported only when such a file is read or written).
+Decoding and encoding go through ``imageio.v3``: its Pillow plugin for PNG
+and JPEG, its tifffile plugin for TIFF. 16-bit colour PNG, which Pillow cannot
+represent (it silently reduces it to 8 bits), uses the small pure-Python
+``pypng`` package, imported only when such a file is read or written.
+``.npy`` files are read by NumPy and never unpickled.
 
 Integer samples are scaled to [0, 1] by their bit depth (8-bit: /255,
 16-bit: /65535), so a file written by :func:`write_image` reads back exactly
-the quantised values ``round(x * (2**b - 1)) / (2**b - 1)``.
+the quantised values ``round(x * (2**b - 1)) / (2**b - 1)``. The dimensions
+are read from the file's header and checked before any pixel is decoded, so
+an absurd size is one ``ValueError``, not an exhausted machine. Files are
+written atomically (:func:`jdeconv._files.atomic_write`).
 
 Example:
     >>> import numpy as np, tempfile, os
-    >>> from jdeconv._io import read_image, write_image
+    >>> from jdeconv.data import read_image, write_image
     >>> d = tempfile.mkdtemp()
     >>> p = write_image(os.path.join(d, "x.png"), np.full((4, 4), 0.5), bit_depth=16)
     >>> x, info = read_image(p)
@@ -20,18 +25,18 @@ Example:
 
 from __future__ import annotations
 
-import difflib
-import io
+import contextlib
 import os
-import uuid
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import imageio.v3 as iio
 import numpy as np
-import tifffile
-from PIL import Image
+
+from jdeconv import _files, _names, _validation
 
 __all__ = [
     "READ_EXTENSIONS",
@@ -55,8 +60,13 @@ READ_EXTENSIONS: tuple[str, ...] = tuple(_FORMATS)
 WRITE_EXTENSIONS: tuple[str, ...] = (".png", ".tif", ".tiff", ".npy")
 """File extensions :func:`write_image` accepts (case-insensitive)."""
 
-_CHANNELS = ("gray", "rgb", "keep")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+# Pillow modes read as they are, and those converted first (to 8-bit L/LA/RGB/RGBA;
+# 32-bit "I" is named explicitly so that imageio applies no conversion of its own).
+_PIL_NATIVE = ("L", "LA", "RGB", "RGBA", "I;16", "I;16L", "I;16B", "I;16N")
+_PIL_CONVERT = {"1": "L", "P": "RGB", "PA": "RGBA", "La": "LA", "RGBa": "RGBA", "RGBX": "RGB",
+                "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB", "I": "I"}
 
 
 class LossyImageWarning(UserWarning):
@@ -92,7 +102,7 @@ class ImageInfo:
 
 
 # ---------------------------------------------------------------------------
-# Path checks.
+# Paths and checks.
 # ---------------------------------------------------------------------------
 
 
@@ -118,27 +128,23 @@ def _extension(p: str, allowed: tuple[str, ...], action: str) -> str:
     return ext
 
 
-def _decode_error(p: str, exc: BaseException) -> ValueError:
-    return ValueError(
-        f"file {p!r} could not be decoded ({type(exc).__name__}: {exc}); "
-        f"it may be corrupt or not match its extension"
-    )
+@contextlib.contextmanager
+def _decoding(p: str) -> Iterator[None]:
+    """Turns any failure of a decoder into one ``ValueError`` naming the file."""
+    try:
+        yield
+    except (ImportError, MemoryError, PermissionError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is a decode error
+        raise ValueError(
+            f"file {p!r} could not be decoded ({type(exc).__name__}: {exc}); "
+            f"it may be corrupt or not match its extension"
+        ) from exc
 
 
-# ---------------------------------------------------------------------------
-# Decoders: each returns (array, bit_depth, alpha_last, lossy).
-# The array is (m, n) or (m, n, c) with c in 1..4; alpha_last says whether the
-# last channel of a 2- or 4-channel array is alpha.
-# ---------------------------------------------------------------------------
-
-
-def _png_header(p: str) -> tuple[int, int] | None:
-    """(bit depth, colour type) from the PNG IHDR chunk, or None if not a PNG."""
-    with open(p, "rb") as f:
-        head = f.read(33)
-    if len(head) < 26 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
-        return None
-    return head[24], head[25]
+def _check_dimensions(p: str, rows: int, cols: int) -> None:
+    """Refuses, from the header and before decoding, an image too large to hold."""
+    _validation.check_image_size((int(rows), int(cols)), f"image file {p!r}")
 
 
 def _import_png() -> Any:
@@ -152,144 +158,148 @@ def _import_png() -> Any:
     return png
 
 
-def _decode_png16_colour(p: str) -> np.ndarray:
+# ---------------------------------------------------------------------------
+# Readers: each returns (array, bit_depth, lossy_message or None). The array is
+# (m, n) or (m, n, c) with c in 1..4; 2 or 4 channels end with alpha.
+# ---------------------------------------------------------------------------
+
+
+def _png_header(p: str) -> tuple[int, int, int, int] | None:
+    """(height, width, bit depth, colour type) from the PNG IHDR chunk, or None if not a PNG.
+
+    Pillow reports a 16-bit colour PNG as 8-bit, so the header is read here.
+    """
+    with open(p, "rb") as f:
+        head = f.read(26)
+    if len(head) < 26 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+        return None
+    width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    return height, width, head[24], head[25]
+
+
+def _read_png16_colour(p: str) -> np.ndarray:
     png = _import_png()
-    width, height, rows, info = png.Reader(filename=p).asDirect()
-    planes = int(info["planes"])
-    data = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows])
-    return data.reshape(height, width, planes)
+    with _decoding(p), open(p, "rb") as fh:
+        width, height, rows, info = png.Reader(file=fh).asDirect()
+        data = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows])
+        return data.reshape(height, width, int(info["planes"]))
 
 
-def _decode_pillow(p: str) -> tuple[np.ndarray, int]:
-    with Image.open(p) as im:
-        im.load()
-        mode = im.mode
-        if mode == "1":
-            im = im.convert("L")
-        elif mode in ("P", "PA"):
-            im = im.convert("RGBA" if (mode == "PA" or "transparency" in im.info) else "RGB")
-        elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
-            im = im.convert("RGB")
-        elif mode == "La":
-            im = im.convert("LA")
-        elif mode == "RGBa":
-            im = im.convert("RGBA")
-        arr = np.asarray(im)
-        mode = im.mode
-    if mode.startswith("I;16"):
-        return arr.astype(np.uint16), 16
-    if mode == "I":
+def _read_pillow(p: str) -> tuple[np.ndarray, int]:
+    with _decoding(p):
+        f = iio.imopen(p, "r", plugin="pillow")
+    with f:
+        with _decoding(p):
+            meta = f.metadata(index=0)
+            (width, height), mode = meta["shape"], meta["mode"]
+        _check_dimensions(p, height, width)
+        if mode == "P" and "transparency" in meta:
+            target = "RGBA"
+        elif mode in _PIL_NATIVE:
+            target = None
+        elif mode in _PIL_CONVERT:
+            target = _PIL_CONVERT[mode]
+        else:
+            raise ValueError(f"{p!r} has Pillow image mode {mode!r}, which jdeconv does not read; "
+                             f"save it as 8- or 16-bit gray or RGB")
+        with _decoding(p):
+            arr = f.read(index=0, mode=target)
+    if mode == "I":  # 32-bit integer samples: accepted when they fit in 16 bits
         if arr.min() < 0 or arr.max() > 65535:
-            raise ValueError(f"32-bit integer samples outside 0..65535 (mode {mode})")
+            raise ValueError(f"{p!r} has 32-bit integer samples outside 0..65535, which jdeconv "
+                             f"does not read; save it as 8- or 16-bit")
         return arr.astype(np.uint16), 16
-    if mode in ("L", "LA", "RGB", "RGBA", "RGBX"):
-        if mode == "RGBX":
-            arr = arr[..., :3]
-        return arr.astype(np.uint8), 8
-    raise ValueError(f"unsupported Pillow mode {mode!r}")
+    if arr.dtype.itemsize == 2:
+        return arr.astype(np.uint16), 16
+    return arr.astype(np.uint8), 8
 
 
-def _read_png(p: str) -> tuple[np.ndarray, int | None, bool, bool]:
+def _read_png(p: str) -> tuple[np.ndarray, int | None, str | None]:
     header = _png_header(p)
-    if header is not None and header[0] == 16 and header[1] in (2, 4, 6):
-        _import_png()  # raise ImportError outside the decode-error wrapper
-        try:
-            arr = _decode_png16_colour(p)
-        except Exception as exc:  # noqa: BLE001 - any decoder failure is a decode error
-            raise _decode_error(p, exc) from exc
-        return arr, 16, True, False
-    try:
-        arr, depth = _decode_pillow(p)
-    except Exception as exc:  # noqa: BLE001
-        raise _decode_error(p, exc) from exc
-    return arr, depth, True, False
+    if header is not None:
+        _check_dimensions(p, header[0], header[1])
+        if header[2] == 16 and header[3] in (2, 4, 6):  # 16-bit RGB, gray+alpha, RGBA
+            return _read_png16_colour(p), 16, None
+    arr, depth = _read_pillow(p)
+    return arr, depth, None
 
 
-def _read_jpeg(p: str) -> tuple[np.ndarray, int | None, bool, bool]:
-    try:
-        arr, depth = _decode_pillow(p)
-    except Exception as exc:  # noqa: BLE001
-        raise _decode_error(p, exc) from exc
-    warnings.warn(
+def _read_jpeg(p: str) -> tuple[np.ndarray, int | None, str | None]:
+    arr, depth = _read_pillow(p)
+    return arr, depth, (
         f"{p!r} is a JPEG: lossy compression adds errors that the blur model does not "
-        f"explain and biases the kernel estimate; use PNG or TIFF files instead",
-        LossyImageWarning,
-        stacklevel=3,
-    )
-    return arr, depth, True, True
+        f"explain and biases the kernel estimate; use PNG or TIFF files instead")
 
 
-def _read_tiff(p: str) -> tuple[np.ndarray, int | None, bool, bool]:
-    try:
-        with tifffile.TiffFile(p) as tf:
-            series = tf.series[0]
-            arr = np.asarray(series.asarray())
-            axes = series.axes
-            page = tf.pages[0]
-            compression = getattr(page.compression, "name", str(page.compression))
-    except Exception as exc:  # noqa: BLE001
-        raise _decode_error(p, exc) from exc
-    if arr.ndim != len(axes):  # pragma: no cover - defensive
-        raise ValueError(f"file {p!r} could not be decoded: axes {axes!r} do not match shape {arr.shape}")
-    # Bring samples last, drop singleton extra axes, refuse stacks.
-    if "S" in axes:
-        arr = np.moveaxis(arr, axes.index("S"), -1)
-        axes = axes.replace("S", "") + "S"
-    extra = [(i, a) for i, a in enumerate(axes) if a not in "YXS"]
-    big = [(a, arr.shape[i]) for i, a in extra if arr.shape[i] > 1]
-    if big:
+def _read_tiff(p: str) -> tuple[np.ndarray, int | None, str | None]:
+    with _decoding(p):
+        f = iio.imopen(p, "r", plugin="tifffile")
+    with f:
+        with _decoding(p):
+            dtype = np.dtype(f.properties(index=0).dtype)
+            meta = f.metadata(index=0)  # tags of the first page
+            rows, cols = meta["ImageLength"], meta["ImageWidth"]
+        _check_dimensions(p, rows, cols)
+        if dtype.kind == "u" and dtype.itemsize in (1, 2):
+            depth: int | None = 8 * dtype.itemsize
+        elif dtype.kind == "f":
+            depth = None
+        else:
+            raise ValueError(f"TIFF {p!r} has {dtype} samples, which jdeconv does not read; "
+                             f"save it as 8- or 16-bit unsigned integer or float")
+        try:
+            f.properties(index=0, page=1)
+        except IndexError:
+            pass  # a single page: one image
+        else:
+            raise ValueError(f"TIFF {p!r} holds a stack of images (several pages in its first "
+                             f"series); jdeconv reads one 2-D gray or RGB image: save a single "
+                             f"page/plane")
+        with _decoding(p):
+            arr = f.read(index=0, page=0)
+    if meta.get("planar_configuration") == 2 and arr.ndim == 3:  # separate planes: samples first
+        arr = np.moveaxis(arr, 0, -1)
+    compression = meta.get("compression")
+    compression = getattr(compression, "name", str(compression))
+    lossy = None
+    if "JPEG" in compression.upper():
+        lossy = (f"TIFF {p!r} uses {compression} compression, which is lossy and biases the "
+                 f"kernel estimate; save it uncompressed or with lossless (LZW/deflate) "
+                 f"compression")
+    return arr, depth, lossy
+
+
+def _read_npy(p: str) -> tuple[np.ndarray, int | None, str | None]:
+    with _decoding(p):  # the header only: dtype and shape, before any data
+        with open(p, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+            else:
+                raise ValueError(f"unsupported .npy format version {version}")
+    if dtype.hasobject:
         raise ValueError(
-            f"TIFF {p!r} holds a stack of images (axes {axes!r}, shape {arr.shape}); "
-            f"jdeconv reads one 2-D gray or RGB image: save a single page/plane"
+            f"{p!r} holds a pickled object array; jdeconv reads only plain numeric .npy "
+            f"(allow_pickle=False): save a float array, e.g. np.save(path, arr.astype(np.float64))"
         )
-    arr = arr.reshape([arr.shape[i] for i, a in enumerate(axes) if a in "YXS"])
-    kind = arr.dtype.kind
-    if kind == "u" and arr.dtype.itemsize == 1:
-        depth: int | None = 8
-    elif kind == "u" and arr.dtype.itemsize == 2:
-        depth = 16
-    elif kind == "f":
-        depth = None
-    else:
+    if dtype.kind != "f":
         raise ValueError(
-            f"TIFF {p!r} has {arr.dtype} samples, which jdeconv does not read; "
-            f"save it as 8- or 16-bit unsigned integer or float"
-        )
-    lossy = "JPEG" in compression.upper()
-    if lossy:
-        warnings.warn(
-            f"TIFF {p!r} uses {compression} compression, which is lossy and biases the "
-            f"kernel estimate; save it uncompressed or with lossless (LZW/deflate) compression",
-            LossyImageWarning,
-            stacklevel=3,
-        )
-    # 2 or 4 samples per pixel are gray+alpha / RGB+alpha (extra sample last).
-    return arr, depth, True, lossy
-
-
-def _read_npy(p: str) -> tuple[np.ndarray, int | None, bool, bool]:
-    try:
-        arr = np.load(p, allow_pickle=False)
-    except Exception as exc:  # noqa: BLE001
-        raise _decode_error(p, exc) from exc
-    if not isinstance(arr, np.ndarray):  # pragma: no cover - np.load of .npy gives ndarray
-        raise ValueError(f"file {p!r} could not be decoded as a single NumPy array")
-    if arr.dtype.kind != "f":
-        raise ValueError(
-            f"{p!r} holds {arr.dtype} data; .npy images must be float in [0, 1]: "
+            f"{p!r} holds {dtype} data; .npy images must be float in [0, 1]: "
             f"save e.g. arr.astype(np.float64) / 255 for 8-bit data"
         )
-    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (1, 3))):
+    if not (len(shape) == 2 or (len(shape) == 3 and shape[-1] in (1, 3))):
         raise ValueError(
-            f"{p!r} holds an array of shape {arr.shape}; .npy images must be (m, n) gray "
+            f"{p!r} holds an array of shape {shape}; .npy images must be (m, n) gray "
             f"or (m, n, 3) RGB"
         )
+    _check_dimensions(p, shape[0], shape[1])
+    with _decoding(p):
+        arr = np.load(p, allow_pickle=False)
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{p!r} contains NaN or Inf values; replace them (e.g. np.nan_to_num) and save again")
-    return arr, None, False, False
-
-
-_READERS = {"png": _read_png, "tiff": _read_tiff, "jpeg": _read_jpeg, "npy": _read_npy}
+    return arr, None, None
 
 
 def read_image(path: str | os.PathLike[str], *, channels: str = "gray") -> tuple[np.ndarray, ImageInfo]:
@@ -301,6 +311,9 @@ def read_image(path: str | os.PathLike[str], *, channels: str = "gray") -> tuple
     divided by 255 (8-bit) or 65535 (16-bit); float data are returned as
     stored. An alpha channel is dropped; if it is not fully opaque a
     ``UserWarning`` says so (colour values are used as stored, not composited).
+    The dimensions are checked from the header before decoding (at most
+    ``MAX_IMAGE_SIDE`` pixels per side and ``MAX_IMAGE_PIXELS`` in all, see
+    :mod:`jdeconv._validation`).
 
     Args:
         path: file path; the extension selects the format.
@@ -318,30 +331,33 @@ def read_image(path: str | os.PathLike[str], *, channels: str = "gray") -> tuple
         FileNotFoundError: if the file does not exist.
         IsADirectoryError: if ``path`` is a directory.
         ValueError: for an unsupported extension, a bad ``channels`` value, a
-            file that cannot be decoded, unsupported sample types or shapes,
-            or NaN/Inf in a ``.npy`` file.
+            file that cannot be decoded, an image too large, unsupported
+            sample types or shapes, a pickled ``.npy`` or NaN/Inf in a
+            ``.npy`` file; the message names the file.
         ImportError: for 16-bit colour PNG without ``pypng`` installed.
 
     Example:
-        >>> x, info = read_image("scene.png")  # doctest: +SKIP
-        >>> x.shape, info.bit_depth  # doctest: +SKIP
-        ((256, 256), 8)
+        >>> import numpy as np, tempfile, os
+        >>> p = write_image(os.path.join(tempfile.mkdtemp(), "c.tif"), np.ones((2, 3, 3)))
+        >>> x, info = read_image(p)
+        >>> x.shape, info.format, info.bit_depth, info.channels
+        ((2, 3), 'tiff', 8, 3)
     """
     p = _fspath(path)
-    if channels not in _CHANNELS:
-        msg = f"channels={channels!r} is not valid; use one of {', '.join(map(repr, _CHANNELS))}"
-        close = difflib.get_close_matches(str(channels), _CHANNELS, n=1)
-        raise ValueError(msg + (f" (did you mean {close[0]!r}?)" if close else ""))
+    _validation.check_choice("channels", channels, _names.CHANNELS)
     if not os.path.exists(p):
         raise FileNotFoundError(f"image file {p!r} does not exist; check the path")
     if os.path.isdir(p):
         raise IsADirectoryError(f"{p!r} is a directory; give the path of an image file inside it")
     fmt = _FORMATS[_extension(p, READ_EXTENSIONS, "read")]
-    arr, depth, alpha_last, lossy = _READERS[fmt](p)
+    reader = {"png": _read_png, "tiff": _read_tiff, "jpeg": _read_jpeg, "npy": _read_npy}[fmt]
+    arr, depth, lossy = reader(p)
+    if lossy:
+        warnings.warn(lossy, LossyImageWarning, stacklevel=2)
 
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
-    if arr.ndim == 3 and alpha_last and arr.shape[-1] in (2, 4):
+    if arr.ndim == 3 and arr.shape[-1] in (2, 4):  # gray + alpha, RGB + alpha
         alpha = arr[..., -1]
         opaque = float(2**depth - 1) if depth else 1.0
         if np.any(alpha != opaque):
@@ -374,7 +390,8 @@ def read_image(path: str | os.PathLike[str], *, channels: str = "gray") -> tuple
     elif channels == "rgb" and img.ndim == 2:
         img = np.repeat(img[:, :, None], 3, axis=2)
     info = ImageInfo(
-        path=p, format=fmt, bit_depth=depth, channels=n_channels, shape=stored_shape, lossy=lossy
+        path=p, format=fmt, bit_depth=depth, channels=n_channels, shape=stored_shape,
+        lossy=lossy is not None,
     )
     return np.ascontiguousarray(img), info
 
@@ -386,15 +403,22 @@ def read_image(path: str | os.PathLike[str], *, channels: str = "gray") -> tuple
 
 def _encode_png(f: BinaryIO, q: np.ndarray) -> None:
     if q.dtype == np.uint16 and q.ndim == 3:
+        # Pillow has no 16-bit RGB mode (imageio's Pillow plugin refuses such
+        # arrays), so this one case is written by pypng.
         png = _import_png()
         m, n, c = q.shape
         png.Writer(width=n, height=m, greyscale=False, bitdepth=16).write(f, q.reshape(m, n * c))
         return
-    Image.fromarray(q).save(f, format="PNG")
+    f.write(iio.imwrite("<bytes>", q, extension=".png", plugin="pillow"))
 
 
 def _encode_tiff(f: BinaryIO, q: np.ndarray) -> None:
-    tifffile.imwrite(f, q, photometric="rgb" if q.ndim == 3 else "minisblack")
+    photometric = "rgb" if q.ndim == 3 else "minisblack"
+    f.write(iio.imwrite("<bytes>", q, extension=".tif", plugin="tifffile", photometric=photometric))
+
+
+def _encode_npy(f: BinaryIO, q: np.ndarray) -> None:
+    np.save(f, q, allow_pickle=False)
 
 
 def _check_write_image(image: Any, *, clip: bool, fmt: str) -> np.ndarray:
@@ -440,7 +464,8 @@ def write_image(
     ``round(x * (2**bit_depth - 1))`` and stored as 8- or 16-bit unsigned
     integers, uncompressed TIFF or PNG (16-bit RGB PNG uses ``pypng``).
     ``.npy``: the values are stored as float64, unquantised and unrestricted in
-    range. The data go to a temporary file in the same directory which is then
+    range. The destination is checked first (errors name it, never a temporary
+    file); the data go to a temporary file in the same directory which is then
     moved into place, so readers never see a partial file.
 
     Args:
@@ -463,11 +488,14 @@ def write_image(
         FileExistsError: if the file exists and ``overwrite`` is False.
         FileNotFoundError: if the destination directory does not exist.
         IsADirectoryError: if ``path`` is a directory.
+        PermissionError: if the destination directory is not writable.
         ImportError: for 16-bit RGB PNG without ``pypng`` installed.
 
     Example:
-        >>> write_image("blurred.png", y, bit_depth=16)  # doctest: +SKIP
-        PosixPath('blurred.png')
+        >>> import numpy as np, tempfile, os
+        >>> p = write_image(os.path.join(tempfile.mkdtemp(), "y.png"), np.eye(3), bit_depth=16)
+        >>> p.name, read_image(p)[1].bit_depth
+        ('y.png', 16)
     """
     p = _fspath(path)
     ext = os.path.splitext(p)[1].lower()
@@ -480,56 +508,16 @@ def write_image(
     if isinstance(bit_depth, bool) or bit_depth not in (8, 16):
         raise ValueError(f"bit_depth is {bit_depth!r}; give 8 or 16")
     arr = _check_write_image(image, clip=clip, fmt=fmt)
+    if fmt == "png" and bit_depth == 16 and arr.ndim == 3:
+        _import_png()  # a missing pypng is reported before any file is touched
+    encode = {"png": _encode_png, "tiff": _encode_tiff, "npy": _encode_npy}[fmt]
 
-    directory = os.path.dirname(os.path.abspath(p))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(
-            f"cannot write {p!r}: directory {directory!r} does not exist; create it first"
-        )
-    if os.path.isdir(p):
-        raise IsADirectoryError(f"cannot write {p!r}: it is a directory; give a file name")
-    if os.path.exists(p) and not overwrite:
-        raise FileExistsError(f"{p!r} already exists; pass overwrite=True to replace it")
-
-    if fmt == "npy":
-        payload = arr
-    else:
-        maxval = 2**bit_depth - 1
-        payload = np.round(arr * maxval).astype(np.uint8 if bit_depth == 8 else np.uint16)
-
-    tmp = os.path.join(directory, f".{os.path.basename(p)}.{uuid.uuid4().hex[:12]}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    fd = os.open(tmp, flags, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            buf = io.BytesIO()  # encoders get a named-less, seekable stream
-            if fmt == "npy":
-                np.save(buf, payload, allow_pickle=False)
-            elif fmt == "png":
-                _encode_png(buf, payload)
-            else:
-                _encode_tiff(buf, payload)
-            f.write(buf.getbuffer())
-            f.flush()
-            os.fsync(f.fileno())
-        if overwrite:
-            os.replace(tmp, p)
+    def write(f: BinaryIO) -> None:
+        if fmt == "npy":
+            payload = arr
         else:
-            _link_no_clobber(tmp, p)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return Path(p)
+            maxval = 2**bit_depth - 1
+            payload = np.round(arr * maxval).astype(np.uint8 if bit_depth == 8 else np.uint16)
+        encode(f, payload)
 
-
-def _link_no_clobber(tmp: str, p: str) -> None:
-    """Move ``tmp`` to ``p`` atomically, failing if ``p`` appeared meanwhile."""
-    try:
-        os.link(tmp, p)  # atomic and refuses to replace an existing file
-    except FileExistsError:
-        raise FileExistsError(f"{p!r} already exists; pass overwrite=True to replace it") from None
-    except (OSError, NotImplementedError, AttributeError):
-        # Filesystems without hard links: best effort check-then-replace.
-        if os.path.exists(p):
-            raise FileExistsError(f"{p!r} already exists; pass overwrite=True to replace it") from None
-        os.replace(tmp, p)
+    return _files.atomic_write(p, write, overwrite=overwrite)

@@ -1,15 +1,16 @@
-"""Tests for jdeconv._kernels (kernel families)."""
+"""Tests for jdeconv.data._kernels (kernel families)."""
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jdeconv._kernels import (
+from jdeconv.data import (
     KERNEL_FAMILIES,
-    _bessel_j1,
     airy_kernel,
     box_kernel,
     disk_kernel,
@@ -18,6 +19,7 @@ from jdeconv._kernels import (
     motion_kernel,
     random_smooth_kernel,
 )
+from jdeconv.data._kernels import _bessel_j1
 
 
 def _moments(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -289,7 +291,7 @@ def test_make_kernel_dispatch():
     "family, kwargs, exc, text",
     [
         ("gausian", dict(sigma=1), ValueError, r"Did you mean 'gaussian'"),
-        ("blur", {}, ValueError, "valid names are: gaussian"),
+        ("blur", {}, ValueError, "expected one of 'gaussian'"),
         ("gaussian", {}, TypeError, "needs option.*sigma"),
         ("gaussian", dict(sigma=1, radius=2), TypeError, r"radius.*accepted options: sigma_y, angle"),
         ("motion", {}, TypeError, "length"),
@@ -339,3 +341,41 @@ def test_kernel_validation(call, exc, text):
 def test_numpy_scalar_parameters_accepted():
     h = gaussian_kernel(np.int64(7), np.float32(1.5), angle=np.int32(10))
     _check_kernel(h, (7, 7))
+
+
+# --- size bounds ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: make_kernel("gaussian", 1_000_000_000, sigma=2.0),
+        lambda: gaussian_kernel((5, 10**6), 1.0),
+        lambda: box_kernel(5000),
+        lambda: make_kernel("random", (10**8, 3)),
+        lambda: airy_kernel(10**5, 3.0),
+    ],
+)
+def test_absurd_kernel_sizes_refused_before_allocation(call):
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match=r"kernel shape .* is too large: each side must be at most 4096"):
+        call()
+    assert time.perf_counter() - t0 < 1.0
+
+
+def test_disk_supersample_bounded():
+    with pytest.raises(ValueError, match="supersample is 1000; it must be at most 64"):
+        disk_kernel(9, 2.0, supersample=1000)
+    with pytest.raises(TypeError, match="supersample"):
+        disk_kernel(9, 2.0, supersample=2.5)
+    _check_kernel(disk_kernel(9, 2.0, supersample=64), (9, 9))
+
+
+def test_airy_cost_bounded_for_tiny_radius():
+    # A typo like radius=0.003 makes the J1 arguments huge; the asymptotic
+    # expansion keeps the cost per pixel bounded.
+    t0 = time.perf_counter()
+    h = airy_kernel(65, 0.003)
+    assert time.perf_counter() - t0 < 2.0
+    _check_kernel(h, (65, 65))
+    assert h[32, 32] > 0.99
