@@ -1,7 +1,7 @@
-"""``python -m jdeconv``: the command line tool (see :mod:`jdeconv.cli`)."""
+"""``python -m jdeconv``: the command line tool (see :mod:`jdeconv.experiment.cli`)."""
 
 import sys
 
-from jdeconv.cli import main
+from jdeconv.experiment.cli import main
 
 sys.exit(main())

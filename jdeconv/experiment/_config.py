@@ -14,19 +14,23 @@ Example YAML::
       synthetic: {image: shapes, image_shape: 256, kernel: gaussian, kernel_params: {sigma: 2}}
     model: {mode: valid, kernel_shape: 15}
     prior: {name: simplex}
-    solver: {name: fista, max_iters: 500}
+    solver: {name: fista, max_iters: 500, options: {restart: false}}
     sweep:
       solver.name: [gd, fista]
 
 Mistakes become one-line :class:`ConfigError` messages that name the full key
-path, e.g. ``solver.max_iter: unknown key; did you mean 'max_iters'?``.
+path, e.g. ``solver.max_iter: unknown key; did you mean 'max_iters'?``. Sizes,
+counts and the file itself are bounded (a config file of at most 1 MB, nesting
+at most 32 levels deep, iteration counts and sizes within
+:mod:`jdeconv._limits`), so a typo never exhausts the machine.
 
-Relative file paths inside ``data.files`` and ``prior.support`` are resolved
-against the directory of the configuration file (the current directory for a
-configuration given as a dict).
+Relative file paths (``data.files.*``, ``prior.support``) written in a
+configuration file are resolved against the directory of that file; paths
+given as overrides (``--set data.files.original=x.npy``) or in a dict are
+resolved against the current directory.
 
 Example:
-    >>> from jdeconv._config import load_config
+    >>> from jdeconv.experiment import load_config
     >>> cfg = load_config({"solver": {"name": "fista"}}, ["solver.max_iters=50"])
     >>> cfg.solver.name, cfg.solver.max_iters, cfg.model.kernel_shape
     ('fista', 50, (15, 15))
@@ -36,14 +40,20 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import math
 import os
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
+                      field_validator, model_validator)
+
+from jdeconv import _limits
+from jdeconv._names import Mode, Prior, Solver
+from jdeconv.experiment._pairs import default_kernel_params
 
 __all__ = [
     "Config",
@@ -57,14 +67,24 @@ __all__ = [
     "RegularizationWeights",
     "SolverConfig",
     "SyntheticData",
+    "check_name",
     "default_kernel_params",
     "load_config",
     "parse_override",
 ]
 
-MODES = ("valid", "same", "full", "circular")
-PRIORS = ("none", "nonneg", "sum_to_one", "simplex")
-SOLVERS = ("auto", "exact", "gd", "fista", "momentum", "adam", "fourier")
+#: Largest configuration file read (a config is a few hundred bytes).
+MAX_CONFIG_BYTES = 1 << 20
+#: Deepest nesting of mappings and lists, and most values in all.
+MAX_DEPTH = 32
+MAX_NODES = 100_000
+#: Most points in a sweep (the cartesian product) and pairs in a batch.
+MAX_SWEEP_POINTS = 10_000
+MAX_BATCH = 65_536
+MAX_NAME_LENGTH = 100
+
+#: Keys that hold file paths (resolved against the config file's directory or the current one).
+PATH_KEYS = ("data.files.original", "data.files.blurred", "data.files.truth", "prior.support")
 
 
 class ConfigError(ValueError):
@@ -72,16 +92,16 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------------------
-# Sections.
+# Field types shared by the sections (bounded before anything is allocated).
 # ---------------------------------------------------------------------------
 
 
 def _pair(value: Any) -> Any:
-    """``15`` -> ``(15, 15)``; lists/tuples pass through (then validated as a pair)."""
+    """``15`` -> ``(15, 15)``; ``"15x11"`` -> ``(15, 11)``; lists pass through (then validated)."""
     if isinstance(value, bool):
         return value  # rejected by the int check with a clear message
     if isinstance(value, int):
@@ -93,10 +113,76 @@ def _pair(value: Any) -> Any:
     return value
 
 
+def _shape_type(maximum: int):
+    """A ``(rows, cols)`` field: an int or a pair, each side in ``[1, maximum]``."""
+    def check(value: Any) -> Any:
+        value = _pair(value)
+        if isinstance(value, (list, tuple)) and len(value) == 2:
+            for v in value:
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and (
+                        not math.isfinite(v) or v > maximum or v <= 0):
+                    shown = [v if isinstance(v, int) else float(v) for v in value]
+                    raise ValueError(f"expected positive sizes of at most {maximum}, got {shown}")
+        return value
+    return Annotated[tuple[int, int], BeforeValidator(check)]
+
+
+def _count_type(minimum: int, maximum: int):
+    """An integer in ``[minimum, maximum]``; ``1e23`` is refused by the bound, not by an overflow."""
+    def check(value: Any) -> Any:
+        if isinstance(value, str):  # YAML 1.1 reads 1e5 as a string; take it as the number meant
+            try:
+                number = float(value)
+            except ValueError:
+                return value
+            value = int(number) if number.is_integer() and abs(number) <= maximum else number
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and (
+                (isinstance(value, float) and not math.isfinite(value)) or value > maximum):
+            raise ValueError(f"expected an integer of at most {maximum}, got {value:g}")
+        return value
+    return Annotated[int, BeforeValidator(check), Field(ge=minimum, le=maximum)]
+
+
+ImageShape = _shape_type(_limits.MAX_IMAGE_SIDE)
+KernelShape = _shape_type(_limits.MAX_KERNEL_SIDE)
+Iterations = _count_type(1, _limits.MAX_ITERS)
+Seed = _count_type(0, 2**63 - 1)
+Batch = _count_type(1, MAX_BATCH)
+Weight = Annotated[float, Field(ge=0.0)]
+
+
+def check_name(name: Any) -> str:
+    """Validates a run name: a plain file name (no directory part), used under the output directory.
+
+    Example:
+        >>> check_name("question_fista")
+        'question_fista'
+        >>> check_name("../elsewhere")
+        Traceback (most recent call last):
+        ...
+        ValueError: '../elsewhere' is not a plain file name: ...
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"expected a string, got {name!r}")
+    bad = (not name or name in (".", "..") or name.startswith(".") or len(name) > MAX_NAME_LENGTH
+           or any(c in name for c in "/\\") or any(ord(c) < 32 or ord(c) == 127 for c in name))
+    if bad:
+        shown = name if len(name) <= 60 else name[:57] + "..."
+        raise ValueError(f"{shown!r} is not a plain file name: use letters, digits and '_-.+=' "
+                         f"(no '/', no leading '.', at most {MAX_NAME_LENGTH} characters), "
+                         "e.g. name: my_run; choose the parent directory with --out")
+    return name
+
+
+# ---------------------------------------------------------------------------
+# Sections.
+# ---------------------------------------------------------------------------
+
+
 class NoiseConfig(_Section):
     """Noise added to the synthetic blurred image (Poisson first, then Gaussian)."""
 
-    gaussian_sigma: float = Field(0.0, ge=0.0, description="standard deviation of additive Gaussian noise")
+    gaussian_sigma: Weight = Field(0.0, description="standard deviation of additive Gaussian noise")
     poisson_photons: float | None = Field(
         None, gt=0.0, description="photons per unit intensity for shot noise (null: none)")
 
@@ -105,7 +191,7 @@ class SyntheticData(_Section):
     """A synthetic pair: ``y = quantize(noise(conv2d(x, h, mode)))`` with ``x`` and ``h`` made by name."""
 
     image: str = Field("shapes", description="make_image name (shapes, noise, fractal, natural:camera, ...)")
-    image_shape: tuple[int, int] = Field((256, 256), description="image size: int or [m, n]")
+    image_shape: ImageShape = Field((256, 256), description="image size: int or [m, n]")
     image_options: dict[str, Any] = Field(default_factory=dict, description="extra make_image options")
     kernel: str = Field("gaussian", description="make_kernel family (gaussian, motion, disk, box, airy, random)")
     kernel_params: dict[str, Any] | None = Field(
@@ -114,18 +200,6 @@ class SyntheticData(_Section):
     noise: NoiseConfig = Field(default_factory=NoiseConfig)
     bits: Literal[8, 16] | None = Field(
         None, description="quantise original and blurred images to 8 or 16 bits (null: keep floats)")
-
-    @field_validator("image_shape", mode="before")
-    @classmethod
-    def _pair_shape(cls, v):
-        return _pair(v)
-
-    @field_validator("image_shape")
-    @classmethod
-    def _positive_shape(cls, v):
-        if min(v) <= 0:
-            raise ValueError(f"expected positive sizes, got {list(v)}")
-        return v
 
 
 class FilesData(_Section):
@@ -141,7 +215,7 @@ class DataConfig(_Section):
 
     files: FilesData | None = None
     synthetic: SyntheticData | None = None
-    batch: int = Field(1, ge=1, description="number of synthetic pairs (seeds seed, seed+1, ...)")
+    batch: Batch = Field(1, description="number of synthetic pairs (seeds seed, seed+1, ...)")
 
     @model_validator(mode="before")
     @classmethod
@@ -156,32 +230,25 @@ class DataConfig(_Section):
             raise ValueError("give either files or synthetic, not both")
         if self.files is not None and self.batch != 1:
             raise ValueError("batch applies to synthetic data only; remove it or set it to 1")
+        if self.synthetic is not None:
+            m, n = self.synthetic.image_shape
+            if self.batch * m * n > _limits.MAX_IMAGE_PIXELS:
+                raise ValueError(f"batch {self.batch} of {m}x{n} images is too large: at most "
+                                 f"{_limits.MAX_IMAGE_PIXELS} pixels in all")
         return self
 
 
 class ModelConfig(_Section):
     """The forward model ``y = conv2d(x, h, mode)`` with ``h`` of ``kernel_shape``."""
 
-    mode: Literal["valid", "same", "full", "circular"] = "valid"
-    kernel_shape: tuple[int, int] = Field((15, 15), description="int or [k, l]")
-
-    @field_validator("kernel_shape", mode="before")
-    @classmethod
-    def _pair_shape(cls, v):
-        return _pair(v)
-
-    @field_validator("kernel_shape")
-    @classmethod
-    def _positive_shape(cls, v):
-        if min(v) <= 0:
-            raise ValueError(f"expected positive sizes, got {list(v)}")
-        return v
+    mode: Mode = "valid"
+    kernel_shape: KernelShape = Field((15, 15), description="int or [k, l]")
 
 
 class PriorConfig(_Section):
     """Constraint on the kernel and an optional support mask."""
 
-    name: Literal["none", "nonneg", "sum_to_one", "simplex"] = "simplex"
+    name: Prior = "simplex"
     support: str | list[list[bool]] | None = Field(
         None, description="(k, l) mask of allowed taps: a nested list of 0/1 or a .npy path (null: all)")
 
@@ -189,51 +256,34 @@ class PriorConfig(_Section):
 class RegularizationWeights(_Section):
     """Weights of the regularisation terms (0 disables a term)."""
 
-    tikhonov: float = Field(0.0, ge=0.0, description="weight of ||h||^2")
-    smooth: float = Field(0.0, ge=0.0, description="weight of the squared finite differences of h")
-    l1: float = Field(0.0, ge=0.0, description="weight of ||h||_1")
+    tikhonov: Weight = Field(0.0, description="weight of ||h||^2")
+    smooth: Weight = Field(0.0, description="weight of the squared finite differences of h")
+    l1: Weight = Field(0.0, description="weight of ||h||_1")
 
 
 class SolverConfig(_Section):
     """Which solver, how long and how precise (null: the engine's defaults)."""
 
-    name: Literal["auto", "exact", "gd", "fista", "momentum", "adam", "fourier"] = "auto"
-    max_iters: int | None = Field(None, ge=1)
+    name: Solver = "auto"
+    max_iters: Iterations | None = None
     tol: float | None = Field(None, gt=0.0)
     dtype: Literal["float32", "float64"] | None = None
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="solver hyperparameters passed as solver_options=, e.g. "
+        "{restart: false} (fista), {momentum: 0.8}, {learning_rate: 0.01} (adam)")
 
 
 class OutputsConfig(_Section):
     """What a run writes besides the kernel, metrics and loss history."""
 
     plots: bool = Field(True, description="PNG plots: kernels, convergence, residual")
-    save_kernel_png: bool = Field(True, description="kernel.png (16-bit, scaled to its maximum)")
+    save_kernel_png: bool = Field(True, description="kernel.png (16-bit, upsampled, scaled to its range)")
     save_csv: bool = Field(True, description="kernel.csv and loss_history.csv")
     error_curve: bool = Field(
         True, description="kernel error per iteration for first-order solvers when the truth is known "
         "(recorded by the solver itself: estimate_kernel(..., reference=truth))")
-    warm_timing: bool = Field(True, description="time a second, compiled call too (time_s excludes compilation)")
-
-
-def default_kernel_params(family: str, kernel_shape) -> dict[str, float]:
-    """Parameters for ``make_kernel(family, kernel_shape)`` when none are given.
-
-    Scaled to the kernel size so the kernel fits its window: a Gaussian of
-    sigma ``max(k, l) / 7.5`` (2 for 15x15), a motion blur of length
-    ``0.6 max(k, l)``, a disk of radius ``0.4 (min(k, l) - 1)``, an Airy pattern
-    with its first dark ring at ``min(k, l) / 5``; box and random need none.
-    """
-    k, l = kernel_shape
-    key = str(family).strip().lower()
-    if key == "gaussian":
-        return {"sigma": round(max(k, l) / 7.5, 4)}
-    if key == "motion":
-        return {"length": round(0.6 * max(k, l), 4), "angle": 0.0}
-    if key == "disk":
-        return {"radius": round(max(0.4 * (min(k, l) - 1), 0.5), 4)}
-    if key == "airy":
-        return {"radius": round(max(min(k, l) / 5, 0.5), 4)}
-    return {}
+    warm_timing: bool = Field(
+        False, description="also time a second, compiled call (timing.warm_s; costs a second solve)")
 
 
 def _check_regularization(value: Any) -> Any:
@@ -250,9 +300,9 @@ def _check_regularization(value: Any) -> Any:
 class Config(_Section):
     """A whole experiment; see the module docstring. Every field has a default."""
 
-    name: str = Field("run", description="used in the run directory name")
+    name: str = Field("run", description="a plain file name, used for the run directory")
     description: str = ""
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     prior: PriorConfig = Field(default_factory=PriorConfig)
@@ -261,6 +311,11 @@ class Config(_Section):
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
     sweep: dict[str, list[Any]] | None = Field(
         None, description="dotted key -> list of values; the cartesian product is run")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v):
+        return check_name(v)
 
     @field_validator("regularization", mode="before")
     @classmethod
@@ -341,6 +396,27 @@ def _label(assignment: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------
 
 
+def _check_size(raw: Any, where: str) -> None:
+    """Refuses data nested deeper than MAX_DEPTH or holding more than MAX_NODES values.
+
+    Iterative (never a RecursionError) and bounded in time even for YAML aliases
+    that share one list many times over (the walk stops at MAX_NODES).
+    """
+    stack, nodes = [(raw, 1)], 0
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES:
+            raise ConfigError(f"{where} holds more than {MAX_NODES} values; a configuration is a "
+                              "few settings (generate large inputs as files)")
+        if isinstance(node, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise ConfigError(f"{where} is nested more than {MAX_DEPTH} levels deep; a "
+                                  "configuration is a few levels of sections")
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            stack.extend((v, depth + 1) for _, v in items)
+
+
 def _deepcopy(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: _deepcopy(v) for k, v in obj.items()}
@@ -418,21 +494,24 @@ def _assign(raw: dict, key: str, value: Any, *, origin: str) -> None:
     node[parts[-1]] = value
 
 
+_SIMPLE = {
+    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+    "int_parsing_size": "a smaller integer",
+    "float_type": "a number", "float_parsing": "a number", "finite_number": "a finite number",
+    "bool_type": "true or false", "bool_parsing": "true or false", "string_type": "a string",
+    "dict_type": "a mapping (key: value)", "model_type": "a mapping (key: value)",
+    "model_attributes_type": "a mapping (key: value)", "list_type": "a list", "tuple_type": "a list",
+    "none_required": "null",
+}
+_OPS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+
+
 def _expected(err: dict) -> str:
     t, ctx = err["type"], err.get("ctx") or {}
-    simple = {
-        "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
-        "float_type": "a number", "float_parsing": "a number", "bool_type": "true or false",
-        "bool_parsing": "true or false", "string_type": "a string", "dict_type": "a mapping (key: value)",
-        "model_type": "a mapping (key: value)", "model_attributes_type": "a mapping (key: value)",
-        "list_type": "a list", "tuple_type": "a list", "none_required": "null",
-    }
-    if t in simple:
-        return "expected " + simple[t]
-    if t in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[t]
-        bound = next(iter(ctx.values()))
-        return f"expected a value {op} {bound}"
+    if t in _SIMPLE:
+        return "expected " + _SIMPLE[t]
+    if t in _OPS:
+        return f"expected a value {_OPS[t]} {next(iter(ctx.values()))}"
     if t == "literal_error":
         return "expected one of " + ctx.get("expected", "")
     if t in ("too_short", "too_long"):
@@ -470,9 +549,12 @@ def _format(exc: ValidationError, where: str = "") -> str:
 
     err = max(errors, key=score)
     parts = _clean_loc(err["loc"])
+    if parts and parts[-1] in (0, 1) and len(parts) >= 2 and parts[-2] in _SHAPE_KEYS:
+        parts = parts[:-1]  # an entry of a shape: name the shape
     path = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in parts).replace(".[", "[")
     message = _expected(err)
-    if parts and parts[-1] in _SHAPE_KEYS and err["type"] not in ("value_error", "greater_than", "too_short", "too_long"):
+    if parts and parts[-1] in _SHAPE_KEYS and err["type"] not in (
+            "value_error", "greater_than", "too_short", "too_long"):
         message = "expected an int or a pair like [15, 11]"
     elif parts == ["regularization"] and err["type"] != "value_error":
         message = "expected null, 'auto' or a mapping of weights such as {smooth: 0.01}"
@@ -506,15 +588,14 @@ def _validate(raw: Any, *, where: str = "") -> Config:
 
 
 def _resolve_files(raw: dict, base: Path) -> None:
-    """Makes relative data/support paths relative to the config file's directory."""
-    files = (raw.get("data") or {}).get("files") if isinstance(raw.get("data"), dict) else None
-    if isinstance(files, dict):
-        for key in ("original", "blurred", "truth"):
-            if isinstance(files.get(key), str) and not os.path.isabs(files[key]):
-                files[key] = str(base / files[key])
-    prior = raw.get("prior")
-    if isinstance(prior, dict) and isinstance(prior.get("support"), str) and not os.path.isabs(prior["support"]):
-        prior["support"] = str(base / prior["support"])
+    """Makes the relative paths under :data:`PATH_KEYS` relative to ``base``."""
+    for key in PATH_KEYS:
+        *sections, leaf = key.split(".")
+        node: Any = raw
+        for s in sections:
+            node = node.get(s) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(leaf), str) and not os.path.isabs(node[leaf]):
+            node[leaf] = str(base / node[leaf])
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -525,10 +606,13 @@ def parse_override(text: str) -> tuple[str, Any]:
     key = key.strip()
     if not key or any(not p for p in key.split(".")):
         raise ConfigError(f"override {text!r}: expected a dotted key before '=', e.g. solver.name=fista")
+    if len(value) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"override {key}=...: the value is longer than {MAX_CONFIG_BYTES} bytes")
     try:
         parsed = yaml.safe_load(value) if value.strip() else None
     except yaml.YAMLError as e:
         raise ConfigError(f"override {text!r}: the value is not valid YAML ({_yaml_problem(e)})") from None
+    _check_size(parsed, f"override {key}")
     return key, parsed
 
 
@@ -538,6 +622,42 @@ def _yaml_problem(e: yaml.YAMLError) -> str:
     if mark is not None:
         return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
     return problem
+
+
+def _read_yaml(path: Path) -> Any:
+    """Reads a config file of at most MAX_CONFIG_BYTES (checked before parsing)."""
+    if not path.exists():
+        raise ConfigError(f"config file {str(path)!r} does not exist; check the path")
+    if path.is_dir():
+        raise ConfigError(f"config path {str(path)!r} is a directory; give a .yaml file")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {e.strerror or e}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {str(path)!r} is larger than {MAX_CONFIG_BYTES // 1024} KiB; "
+                          "a configuration is a few settings (is this the right file?)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"cannot read config file {str(path)!r}: not UTF-8 text ({e.reason} at "
+                          f"byte {e.start})") from None
+    try:
+        return yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 - the safe loader
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {_yaml_problem(e)}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {str(path)!r} is nested too deeply (at most {MAX_DEPTH} "
+                          "levels)") from None
+
+
+def _count_points(sweep: Any) -> None:
+    if isinstance(sweep, dict):
+        sizes = [len(v) for v in sweep.values() if isinstance(v, list)]
+        if math.prod(sizes) > MAX_SWEEP_POINTS:
+            raise ConfigError(f"sweep: {' x '.join(map(str, sizes))} = {math.prod(sizes)} points; "
+                              f"at most {MAX_SWEEP_POINTS} (split the sweep)")
 
 
 def load_config(source: str | os.PathLike[str] | dict | Config | None = None,
@@ -550,6 +670,7 @@ def load_config(source: str | os.PathLike[str] | dict | Config | None = None,
         overrides: ``"a.b=value"`` strings applied in order; ``value`` is read
             with ``yaml.safe_load`` (``solver.max_iters=50`` gives an int,
             ``model.kernel_shape=[15,11]`` a list, ``regularization=null`` None).
+            Relative paths in overrides are relative to the current directory.
 
     Returns:
         A frozen :class:`Config`. ``name`` defaults to the file's stem.
@@ -557,45 +678,49 @@ def load_config(source: str | os.PathLike[str] | dict | Config | None = None,
     Raises:
         ConfigError: one line naming the problem and the key path (unknown key
             with the closest valid one, wrong type or range, missing file,
-            invalid YAML).
+            invalid, too large or too deeply nested YAML).
     """
+    try:
+        return _load(source, overrides)
+    except RecursionError:  # e.g. a deeply nested dict from Python; files are checked earlier
+        raise ConfigError(f"config is nested too deeply (at most {MAX_DEPTH} levels)") from None
+
+
+def _load(source, overrides) -> Config:
     base = Path.cwd()
     stem = None
+    where = "config"
     if isinstance(source, Config):
         raw = source.resolved()
     elif source is None:
         raw = {}
     elif isinstance(source, dict):
-        raw = _deepcopy(source)
+        raw = source
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        if not path.exists():
-            raise ConfigError(f"config file {str(path)!r} does not exist; check the path")
-        if path.is_dir():
-            raise ConfigError(f"config path {str(path)!r} is a directory; give a .yaml file")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {_yaml_problem(e)}") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"cannot read config file {str(path)!r}: {e}") from None
+        where = f"config file {str(path)!r}"
+        raw = _read_yaml(path)
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
-            raise ConfigError(f"config file {str(path)!r}: expected a mapping of sections "
-                              f"(data, model, ...), got {type(raw).__name__}")
+            raise ConfigError(f"{where}: expected a mapping of sections (data, model, ...), got "
+                              f"{type(raw).__name__}")
         base = path.resolve().parent
         stem = path.stem
     else:
         raise ConfigError(f"config: expected a YAML path or a mapping, got {type(source).__name__}")
     if not isinstance(raw, dict):
         raise ConfigError(f"config: expected a mapping of sections, got {type(raw).__name__}")
+    _check_size(raw, where)
+    raw = _deepcopy(raw)
     if stem is not None and "name" not in raw:
         raw["name"] = stem
+    _resolve_files(raw, base)  # the file's own paths: next to the file
     for text in overrides:
         key, value = parse_override(text)
         _assign(raw, key, value, origin=f"override {text!r}")
-    _resolve_files(raw, base)
+    _resolve_files(raw, Path.cwd())  # what is still relative came from overrides (or a dict)
+    _count_points(raw.get("sweep"))
     cfg = _validate(raw)
     if cfg.sweep:
         for key, values in cfg.sweep.items():

@@ -1,10 +1,11 @@
-"""Tests for the YAML experiment configuration (jdeconv._config)."""
+"""Tests for the YAML experiment configuration (jdeconv.experiment._config)."""
 
 import pydantic
 import pytest
 import yaml
 
-from jdeconv._config import Config, ConfigError, load_config, parse_override
+from jdeconv.experiment import Config, ConfigError, load_config
+from jdeconv.experiment._config import MAX_CONFIG_BYTES, parse_override
 
 
 def test_defaults_are_the_original_question():
@@ -110,7 +111,9 @@ def test_round_trip_and_resolved(tmp_path):
         "sweep": {"solver.name": ["gd", "fista"]}})
     text = cfg.to_yaml()
     resolved = yaml.safe_load(text)
-    assert resolved["solver"] == {"name": "fista", "max_iters": None, "tol": 1e-8, "dtype": None}
+    assert resolved["solver"] == {"name": "fista", "max_iters": None, "tol": 1e-8, "dtype": None,
+                                  "options": {}}
+    assert resolved["outputs"]["warm_timing"] is False
     assert resolved["outputs"]["plots"] is True and resolved["model"]["kernel_shape"] == [7, 5]
     assert load_config(resolved) == cfg
     path = tmp_path / "rt.yaml"
@@ -156,7 +159,7 @@ def test_sweep_points_cartesian_and_validated():
 def test_shipped_configs_load():
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1] / "configs"
+    root = Path(__file__).resolve().parents[2] / "configs"
     names = sorted(p.stem for p in root.glob("*.yaml"))
     assert {"question_gd", "question_fista", "question_exact", "solver_comparison", "noise_sweep",
             "fourier_failure", "batch64"} <= set(names)
@@ -164,3 +167,95 @@ def test_shipped_configs_load():
         cfg = load_config(p)
         assert cfg.name == p.stem
         cfg.sweep_points()
+
+
+# -- issue 13: bounds, names, paths -------------------------------------------
+
+
+@pytest.mark.parametrize("override, message", [
+    ("solver.max_iters=1e23", "solver.max_iters: expected an integer of at most 10000000, got 1e+23"),
+    ("solver.max_iters=1.0e+23", "solver.max_iters: expected an integer of at most 10000000"),
+    ("solver.max_iters=.inf", "solver.max_iters: expected an integer of at most"),
+    ("data.batch=1e9", "data.batch: expected an integer of at most 65536"),
+    ("model.kernel_shape=100000", "model.kernel_shape: expected positive sizes of at most 4096"),
+    ("data.synthetic.image_shape=[100000, 5]", "data.synthetic.image_shape: expected positive sizes"),
+    ("data.synthetic.noise.gaussian_sigma=.inf", "gaussian_sigma: expected a finite number"),
+    ("solver.tol=.nan", "solver.tol: expected a finite number"),
+    ("name=../../elsewhere/x", "name: '../../elsewhere/x' is not a plain file name"),
+    ("name=/tmp/x", "name: '/tmp/x' is not a plain file name"),
+    ("name=.hidden", "is not a plain file name"),
+])
+def test_bounds_and_names_are_one_line_errors(override, message):
+    with pytest.raises(ConfigError) as e:
+        load_config({}, [override])
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_yaml_1_1_scientific_integers_are_numbers():
+    assert load_config({}, ["solver.max_iters=1e5"]).solver.max_iters == 100_000
+
+
+def test_total_batch_pixels_bounded():
+    with pytest.raises(ConfigError, match="data: batch 65536 of 4096x4096 images is too large"):
+        load_config({"data": {"batch": 65536, "synthetic": {"image_shape": 4096}}})
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a: " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
+    ("x: " + "{a: " * 5000 + "1" + "}" * 5000 + "\n", "nested too deeply"),
+    ("x: " + "[" * 40 + "]" * 40 + "\n", "nested more than 32 levels deep"),
+    ("a: &a [1,1,1,1,1,1,1,1,1,1]\n" + "".join(
+        f"{n}: &{n} [{', '.join(['*' + p] * 10)}]\n" for p, n in zip("abcde", "bcdef")),
+     "holds more than 100000 values"),
+])
+def test_hostile_yaml_is_refused_quickly(tmp_path, text, message):
+    path = tmp_path / "hostile.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_deep_dict_and_large_file_refused(tmp_path):
+    deep: dict = {}
+    node = deep
+    for _ in range(5000):
+        node["a"] = {}
+        node = node["a"]
+    with pytest.raises(ConfigError, match="nested more than 32 levels"):
+        load_config({"data": {"synthetic": {"image_options": deep}}})
+    big = tmp_path / "big.yaml"
+    big.write_text("# " + "x" * MAX_CONFIG_BYTES + "\n")
+    with pytest.raises(ConfigError, match="is larger than 1024 KiB"):
+        load_config(big)
+
+
+def test_sweep_size_bounded():
+    with pytest.raises(ConfigError, match="sweep: 200 x 200 = 40000 points; at most 10000"):
+        load_config({"sweep": {"seed": list(range(200)), "data.synthetic.noise.gaussian_sigma":
+                               [0.0] * 200}})
+
+
+def test_override_paths_resolve_against_the_current_directory(tmp_path, monkeypatch):
+    confdir, cwd = tmp_path / "conf", tmp_path / "work"
+    confdir.mkdir()
+    cwd.mkdir()
+    path = confdir / "pair.yaml"
+    path.write_text("data:\n  files: {original: x.png, blurred: y.png}\nprior: {support: m.npy}\n")
+    monkeypatch.chdir(cwd)
+    cfg = load_config(path, ["data.files.original=x.npy", "prior.support=s.npy"])
+    assert cfg.data.files.original == str(cwd / "x.npy")  # given on the command line
+    assert cfg.data.files.blurred == str(confdir / "y.png")  # written in the file
+    assert cfg.prior.support == str(cwd / "s.npy")
+    cfg = load_config(path, ["data.files={original: a.png, blurred: b.png}"])
+    assert (cfg.data.files.original, cfg.data.files.blurred) == (str(cwd / "a.png"), str(cwd / "b.png"))
+
+
+def test_solver_options_and_warm_timing_default():
+    cfg = load_config({"solver": {"name": "fista", "options": {"restart": False}}})
+    assert cfg.solver.options == {"restart": False} and cfg.outputs.warm_timing is False
+    assert load_config({}, ["solver.options.momentum=0.8"]).solver.options == {"momentum": 0.8}
+
+
+def test_prior_typo_did_you_mean():
+    with pytest.raises(ConfigError, match="prior.name: .*did you mean 'simplex'"):
+        load_config({}, ["prior.name=simplx"])
