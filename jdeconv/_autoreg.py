@@ -187,7 +187,7 @@ class CandidateSolutions(NamedTuple):
 
 
 def solve_candidates(ne, xp, y, candidates, R, mask, tol, *, kernel_shape, prior, max_iters,
-                     history=False) -> CandidateSolutions:
+                     history=False, residual=None) -> CandidateSolutions:
     """Solves the problem for every candidate weight from normal equations formed once.
 
     Traceable (the engine calls it inside its jitted, vmapped core).
@@ -202,6 +202,8 @@ def solve_candidates(ne, xp, y, candidates, R, mask, tol, *, kernel_shape, prior
       tol: solver tolerance.
       kernel_shape, prior, max_iters: static settings.
       history: record the exact solver's per-iteration history.
+      residual: optional ``h (n,) -> residual`` (weighted, with photometric terms);
+        default ``conv(xp, h) − y``.
     """
     n = kernel_shape[0] * kernel_shape[1]
     gram, rhs = ne.gram, ne.rhs
@@ -220,7 +222,8 @@ def solve_candidates(ne, xp, y, candidates, R, mask, tol, *, kernel_shape, prior
     H = qp.solution
     # RSS: one real convolution, the rest by the exact quadratic expansion.
     h0 = H[0]
-    r0 = _conv.valid_conv(xp, h0.reshape(kernel_shape)) - y
+    r0 = (_conv.valid_conv(xp, h0.reshape(kernel_shape)) - y if residual is None
+          else residual(h0))
     rss0 = jnp.vdot(r0, r0)
     g0 = gram @ h0 - rhs
     D = H - h0[None, :]

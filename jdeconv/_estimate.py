@@ -22,7 +22,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jdeconv import (_autoreg, _conv, _geometry, _gram, _names, _priors, _problem,
-                     _regularizers, _validation)
+                     _regularizers, _validation, _weighted_gram)
 from jdeconv._objective import Objective, lipschitz
 from jdeconv._solution import RESULTS, EstimateError, KernelEstimate
 from jdeconv._solvers import _driver, adam, exact, fista, fourier, gd, momentum
@@ -109,10 +109,27 @@ class _Settings(NamedTuple):
     max_iters: int
     tol: float
     options: tuple
+    model: Any
+    orientation: str
 
 
-def _settings(problem, prior, solver, regularization, max_iters, tol, solver_options):
+LOSSES = ("l2", "huber")
+ORIENTATIONS = ("convolution", "correlation")
+DEFAULT_ROBUST_STEPS = 10
+
+
+def _settings(problem, prior, solver, regularization, max_iters, tol, solver_options, *,
+              gain=False, background="none", loss="l2", orientation="convolution"):
     prior = _validation.check_prior(prior)
+    if not isinstance(gain, (bool, np.bool_)):
+        raise TypeError(f"gain must be True or False, got {gain!r}.")
+    try:
+        degree = _weighted_gram.parse_background(background)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{e} Background models: 'none', 'constant', 'plane' or a polynomial "
+                      "degree (an int).") from None
+    loss = _validation.check_choice("loss", loss, LOSSES)
+    orientation = _validation.check_choice("orientation", orientation, ORIENTATIONS)
     auto = isinstance(regularization, str) and regularization == "auto"
     if isinstance(regularization, str) and not auto:
         raise ValueError(f"regularization must be None, 'auto' or a mapping of weights, got "
@@ -133,8 +150,25 @@ def _settings(problem, prior, solver, regularization, max_iters, tol, solver_opt
         else:
             tol = DEFAULT_FIRST_ORDER_TOL[np.dtype(problem.dtype).name]
     tol = _validation.check_tol(tol)
-    options = _check_options(resolved, solver_options)
-    return _Settings(prior, weights, auto, resolved, max_iters, tol, options)
+    special = bool(gain) or degree is not None or problem.pixel_weights is not None
+    if resolved == "fourier" and (special or loss != "l2"):
+        raise ValueError("solver='fourier' divides spectra and cannot use masks, weights, a "
+                         "gain, a background or a robust loss; use solver='exact'.")
+    if loss == "huber" and resolved != "exact":
+        raise ValueError(f"loss='huber' runs reweighted exact solves; it needs solver 'exact' "
+                         f"(or 'auto' with at most {EXACT_MAX_TAPS} taps), got {resolved!r}.")
+    opts = dict(solver_options or {}) if isinstance(solver_options, dict) else solver_options
+    robust_steps = DEFAULT_ROBUST_STEPS
+    if isinstance(opts, dict) and "robust_steps" in opts:
+        robust_steps = _validation.check_int(opts.pop("robust_steps"), "robust_steps",
+                                             minimum=1, maximum=1000, example=10)
+    options = _check_options(resolved, opts)
+    model = _Model(gain=bool(gain), background=degree,
+                   weighted=problem.pixel_weights is not None,
+                   inverse_variance=problem.inverse_variance, loss=loss,
+                   robust_steps=robust_steps if loss == "huber" else 0)
+    return _Settings(prior, weights, auto, resolved, max_iters, tol, options, model,
+                     orientation)
 
 
 # ----------------------------------------------------------------------------
@@ -187,8 +221,19 @@ def _dof_free(gram, reg, free, eq, regularized):
                         lambda: count)
 
 
-def _core(x, y, support, weights, tol, reference, candidates, *, kernel_shape, mode, prior,
-          solver, max_iters, options, auto_terms):
+class _Model(NamedTuple):
+    """What the photometric / weighted options make of the data term (static parts)."""
+
+    gain: bool = False
+    background: int | None = None  # polynomial degree of the background, or None
+    weighted: bool = False
+    inverse_variance: bool = False
+    loss: str = "l2"
+    robust_steps: int = 0
+
+
+def _core(x, y, support, weights, tol, reference, candidates, w, *, kernel_shape, mode, prior,
+          solver, max_iters, options, auto_terms, model=_Model(), batched=False):
     (k, l) = kernel_shape
     n = k * l
     dtype = y.dtype
@@ -196,15 +241,55 @@ def _core(x, y, support, weights, tol, reference, candidates, *, kernel_shape, m
     xp = _geometry.pad(x, kernel_shape, mode)
     ref = None if reference is None else reference.ravel()
     mask = jnp.ones((n,), bool) if support is None else support.reshape(-1)
-    eq = prior in _names.EQUALITY_PRIORS
-    sigma = _autoreg._noise_sigma_or_nan(y)
+    nb = _weighted_gram.background_size(model.background)
+    photometric = model.gain or nb > 0
+    general = photometric or model.weighted or model.loss != "l2"
+    kt_prior = _weighted_gram.kernel_tilde_prior(prior, model.gain)
+    eq = kt_prior in _names.EQUALITY_PRIORS
+    w0 = w if model.weighted else (jnp.ones(y.shape, dtype) if general else None)
+    used = jnp.sum(w0 > 0).astype(dtype) if w0 is not None else jnp.asarray(y.size, dtype)
+    basis = _weighted_gram._basis(y.shape, model.background, dtype) if nb else None
 
-    def finish(h, result, opt, iters, hist, errs, objective, L, w, dof, stats):
-        r = _conv.valid_conv(xp, h.reshape(kernel_shape)) - y
+    def model_image(kt, c):
+        out = _conv.valid_conv(xp, kt.reshape(kernel_shape))
+        return out if nb == 0 else out + jnp.tensordot(c, basis, axes=1)
+
+    def build(wt):
+        """Normal equations in the kernel (background eliminated) for pixel weights ``wt``."""
+        if not general:
+            return _gram.normal_equations_impl(x, y, kernel_shape, mode), None
+        ne_aug = _weighted_gram._ane_jit(xp, y, None if wt is None else wt, kernel_shape,
+                                         model.background, "auto")
+        elim = _weighted_gram._eliminate(ne_aug, nb)
+        return elim.reduced, elim
+
+    def background_of(elim, kt):
+        if nb == 0:
+            return jnp.zeros((0,), dtype)
+        return _weighted_gram.recover_background(elim, kt)
+
+    def weighted_residual(kt, c, wt):
+        r = model_image(kt, c) - y
+        return r if wt is None else jnp.sqrt(wt) * jnp.where(wt > 0, r, 0)
+
+    def finish(h, result, opt, iters, hist, errs, objective, L, wts, dof, stats, elim=None,
+               wt=None):
+        c = background_of(elim, h)
+        r = weighted_residual(h, c, wt)
         rss = jnp.vdot(r, r)
-        fit = _autoreg.fit_statistic(rss, dof, y.size, sigma)
-        return _Out(h, result, opt, iters, hist, errs, objective, jnp.sqrt(rss), L, w, sigma,
-                    fit, stats)
+        if model.inverse_variance:
+            sigma = jnp.ones((), dtype)  # weighted residuals of a good fit have unit variance
+        else:
+            filled = y if wt is None else jnp.where(wt > 0, y, model_image(h, c))
+            sigma = _autoreg._noise_sigma_or_nan(filled)
+        fit = _autoreg.fit_statistic(rss, dof, used, sigma)
+        if model.gain:
+            kernel, gain = _weighted_gram.split_gain(h)
+        else:
+            kernel, gain = h, jnp.ones((), dtype)
+        stats = dict(stats, gain=gain, background=c)
+        return _Out(kernel, result, opt, iters, hist, errs, objective, jnp.sqrt(rss), L, wts,
+                    sigma, fit, stats)
 
     if solver == "fourier":
         eps = opts["eps"]
@@ -219,45 +304,67 @@ def _core(x, y, support, weights, tol, reference, candidates, *, kernel_shape, m
         errs = _two_point(_driver.relative_error(jnp.zeros(n, dtype), ref),
                           _driver.relative_error(h, ref), size, dtype)
         finite = jnp.all(jnp.isfinite(h))
-        result = RESULTS.where(finite, finite)
         nan = jnp.asarray(jnp.nan, dtype)
-        return finish(h, result, nan, jnp.asarray(1, jnp.int32), hist, errs, hist[1], nan,
-                      weights, jnp.sum(h != 0).astype(dtype), {})
+        return finish(h, RESULTS.where(finite, finite), nan, jnp.asarray(1, jnp.int32), hist,
+                      errs, hist[1], nan, weights, jnp.sum(h != 0).astype(dtype), {})
 
-    ne = _gram.normal_equations_impl(x, y, kernel_shape, mode)
+    blocks = () if batched else exact.default_block_sizes(n)
+    wt = w0
+    if model.loss == "huber":  # iteratively reweighted exact solves (majorise-minimise)
+        spread = jnp.max(jnp.where(w0 > 0, y, -jnp.inf)) - jnp.min(jnp.where(w0 > 0, y, jnp.inf))
+
+        def reweight(_, wt):
+            ne_t, elim_t = build(wt)
+            reg = _regularizers.quadratic_matrix(weights, jnp.trace(ne_t.gram) / n,
+                                                 kernel_shape, dtype)
+            kt = exact.solve_qp(ne_t.gram + reg, ne_t.rhs, prior=kt_prior, mask=mask,
+                                max_iters=max_iters, tol=tol, block_sizes=blocks).solution
+            r = jnp.sqrt(w0) * (y - model_image(kt, background_of(elim_t, kt)))
+            scale = _weighted_gram.robust_scale(r, w0)
+            delta = jnp.maximum(_weighted_gram.HUBER_C * scale, 1e-6 * spread)
+            return w0 * _weighted_gram.huber_weights(r, delta)
+
+        wt = jax.lax.fori_loop(0, model.robust_steps, reweight, w0)
+
+    ne, elim = build(wt)
     scale = jnp.trace(ne.gram) / n
     bmax = jnp.max(jnp.abs(jnp.where(mask, ne.rhs, 0)))
 
     if auto_terms is not None:  # choose the weight: every candidate from these normal equations
         R = jnp.asarray(_autoreg._basis(auto_terms, kernel_shape), dtype)
+        resid = (None if not general else
+                 (lambda hh: weighted_residual(hh, background_of(elim, hh), wt)))
         sol = _autoreg.solve_candidates(ne, xp, y, candidates, R, mask, tol,
-                                        kernel_shape=kernel_shape, prior=prior,
-                                        max_iters=max_iters, history=True)
-        _, idx = _autoreg.select("gcv", sol.rss, sol.dof, sol.penalty, candidates, y.size, sigma)
+                                        kernel_shape=kernel_shape, prior=kt_prior,
+                                        max_iters=max_iters, history=True, residual=resid)
+        _, idx = _autoreg.select("gcv", sol.rss, sol.dof, sol.penalty, candidates, used,
+                                 jnp.asarray(jnp.nan, dtype))
         w_chosen = candidates[idx]
         weights = {name: (w_chosen if name in auto_terms else jnp.zeros((), dtype))
                    for name in _names.REGULARIZERS}
         qp = jax.tree_util.tree_map(lambda a: a[idx], sol.qp)
-        gram = ne.gram + w_chosen * scale * R
         reg_matrix = w_chosen * scale * R
         dof = sol.dof[idx]
     else:
         reg_matrix = _regularizers.quadratic_matrix(weights, scale, kernel_shape, dtype)
-        gram = ne.gram + reg_matrix
         qp = None
         dof = None
-    l1 = (weights["l1"] * scale).astype(dtype) if prior != "simplex" else jnp.zeros((), dtype)
+    gram = ne.gram + reg_matrix
+    l1 = (weights["l1"] * scale).astype(dtype) if kt_prior != "simplex" else jnp.zeros((), dtype)
     objective = Objective(gram, ne.rhs, ne.half_yy, l1)
     L = lipschitz(gram)
-    prox = _prox(prior, support, l1, L, kernel_shape)
-    h0 = _priors.project_prior(jnp.zeros(kernel_shape, dtype), prior, support).ravel()
+    prox = _prox(kt_prior, support, l1, L, kernel_shape)
+    h0 = _priors.project_prior(jnp.zeros(kernel_shape, dtype), kt_prior, support).ravel()
     regularized = (weights["tikhonov"] > 0) | (weights["smooth"] > 0)
 
     if solver == "exact":
         if qp is None:
-            rhs = ne.rhs - l1 if prior == "nonneg" else ne.rhs
-            qp = exact.solve_qp(gram, rhs, prior=prior, mask=mask, max_iters=max_iters, tol=tol,
-                                max_fallback_iters=opts["max_fallback_iters"], history=True)
+            rhs = ne.rhs - l1 if kt_prior == "nonneg" else ne.rhs
+            # Factor only the free block, except under vmap (where every block size
+            # would be evaluated).
+            qp = exact.solve_qp(gram, rhs, prior=kt_prior, mask=mask, max_iters=max_iters,
+                                tol=tol, max_fallback_iters=opts["max_fallback_iters"],
+                                history=True, block_sizes=blocks)
         h = qp.solution
         hist = qp.objective_history + ne.half_yy + l1 * jnp.sum(jnp.abs(h))
         errs = jnp.full(hist.shape, jnp.nan, dtype).at[0].set(_driver.relative_error(h0, ref))
@@ -267,11 +374,13 @@ def _core(x, y, support, weights, tol, reference, candidates, *, kernel_shape, m
         free = mask & ~qp.active_set
         if dof is None:
             dof = _dof_free(ne.gram, reg_matrix, free, eq, regularized)
+        dof = dof + nb + (1.0 if model.gain and eq else 0.0)
         stats = {"active_taps": jnp.sum(mask & qp.active_set).astype(jnp.int32),
                  "optimality_history": qp.optimality_history}
         return finish(h, RESULTS.where(qp.converged, finite), qp.kkt_residual,
                       qp.iterations.astype(jnp.int32), hist, errs,
-                      objective.value_from_grad(h, objective.grad(h)), L, weights, dof, stats)
+                      objective.value_from_grad(h, objective.grad(h)), L, weights, dof, stats,
+                      elim, wt)
 
     if solver == "gd":
         init, update = gd.make(L)
@@ -285,25 +394,26 @@ def _core(x, y, support, weights, tol, reference, candidates, *, kernel_shape, m
     out = _driver.run(init, update, objective, h0, prox, L, bmax, max_iters=max_iters, tol=tol,
                       reference=ref)
     free = mask & (out.h != 0)
-    dof = jnp.sum(free).astype(dtype) - (1.0 if eq else 0.0)
+    dof = jnp.sum(free).astype(dtype) - (1.0 if eq else 0.0) + nb
     return finish(out.h, out.result, out.optimality, out.iterations, out.loss_history,
                   out.error_history, objective.value_from_grad(out.h, objective.grad(out.h)), L,
-                  weights, dof, {"step": 1.0 / L})
+                  weights, dof, {"step": 1.0 / L}, elim, wt)
 
 
-_STATIC = ("kernel_shape", "mode", "prior", "solver", "max_iters", "options", "auto_terms")
+_STATIC = ("kernel_shape", "mode", "prior", "solver", "max_iters", "options", "auto_terms",
+           "model")
 _core_jit = jax.jit(_core, static_argnames=_STATIC)
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC + ("shared_original",))
-def _core_batch(x, y, support, weights, tol, reference, candidates, *, shared_original,
+def _core_batch(x, y, support, weights, tol, reference, candidates, w, *, shared_original,
                 **static):
     # With one shared original, x is not batched: XLA computes its FFT and normal
     # matrix once for the whole batch.
-    f = functools.partial(_core, **static)
+    f = functools.partial(_core, batched=True, **static)
     axes = (None if shared_original else 0, 0, None, 0, None,
-            None if reference is None else 0, None)
-    return jax.vmap(f, in_axes=axes)(x, y, support, weights, tol, reference, candidates)
+            None if reference is None else 0, None, None if w is None else 0)
+    return jax.vmap(f, in_axes=axes)(x, y, support, weights, tol, reference, candidates, w)
 
 
 # ----------------------------------------------------------------------------
@@ -331,15 +441,27 @@ def _candidates(auto: bool, dtype):
 
 def _to_result(out: _Out, s: _Settings, problem, solver_requested, lead=()):
     kshape = problem.kernel_shape
+    kernel = out.h.reshape(lead + kshape)
+    if s.orientation == "correlation":
+        kernel = kernel[..., ::-1, ::-1]
+    stats = dict(out.stats)
+    gain, background = stats.pop("gain"), stats.pop("background")
     return KernelEstimate(
-        kernel=out.h.reshape(lead + kshape), result=out.result, optimality=out.optimality,
+        kernel=kernel, result=out.result, optimality=out.optimality, gain=gain,
+        background=background,
         iterations=out.iterations, loss_history=out.loss_history,
         error_history=out.error_history, objective=out.objective,
         residual_norm=out.residual_norm, lipschitz=out.lipschitz,
         regularization={k: jnp.asarray(v) for k, v in out.weights.items()},
-        noise_sigma=out.noise_sigma, fit_statistic=out.fit_statistic, stats=out.stats,
+        noise_sigma=out.noise_sigma, fit_statistic=out.fit_statistic, stats=stats,
         solver=s.solver, solver_requested=solver_requested, prior=s.prior, mode=problem.mode,
-        kernel_shape=kshape, max_iters=s.max_iters, tol=s.tol, solver_options=s.options)
+        kernel_shape=kshape, max_iters=s.max_iters, tol=s.tol, solver_options=s.options,
+        background_model=_background_name(s.model.background), loss=s.model.loss,
+        orientation=s.orientation)
+
+
+def _background_name(degree):
+    return {None: "none", 0: "constant", 1: "plane"}.get(degree, f"degree {degree}")
 
 
 def _raise_unless_successful(est: KernelEstimate) -> None:
@@ -362,7 +484,10 @@ def estimate_kernel(x, y, kernel_shape, *, mode: _names.Mode = "valid",
                     prior: _names.Prior = "simplex", solver: _names.Solver = "auto",
                     regularization=None, max_iters: int | None = None,
                     tol: float | None = None, dtype=None, support=None, reference=None,
-                    solver_options: dict | None = None, throw: bool = True) -> KernelEstimate:
+                    solver_options: dict | None = None, mask=None, weights=None,
+                    saturation=None, nan: str = "raise", gain: bool = False,
+                    background="none", loss: str = "l2", orientation: str = "convolution",
+                    throw: bool = True) -> KernelEstimate:
     """Estimates the kernel ``h`` with ``y ≈ conv2d(x, h, mode)``.
 
     Minimises ``½||conv2d(x, h) − y||² + regularisation`` over kernels in the
@@ -398,7 +523,27 @@ def estimate_kernel(x, y, kernel_shape, *, mode: _names.Mode = "valid",
       solver_options: the solver's hyperparameters, e.g. ``{"restart": False}``
         for fista, ``{"momentum": 0.8}``, ``{"learning_rate": 5.0,
         "decay_rate": 0.5}`` for adam, ``{"eps": 1e-3}`` for fourier,
-        ``{"max_fallback_iters": 500}`` for exact (:data:`SOLVER_OPTIONS`).
+        ``{"max_fallback_iters": 500}`` for exact (:data:`SOLVER_OPTIONS`);
+        ``{"robust_steps": 10}`` with ``loss="huber"``.
+      mask: boolean image of ``y``'s shape, True = use the pixel (saturated
+        highlights, hot pixels, cosmic rays, moving objects). The masked
+        normal equations are still formed without im2col.
+      weights: per-pixel inverse variances of ``y``'s shape, or ``"poisson"``
+        (variance taken from ``y``, in counts).
+      saturation: a level: pixels of ``y`` at or above it, and pixels of ``y``
+        whose footprint covers a pixel of ``x`` at or above it, are not used.
+      nan: ``"raise"`` (NaN in ``y`` is an error) or ``"mask"`` (NaN pixels of
+        ``y`` are not used).
+      gain: fit a free scale ``g`` jointly: ``y ≈ g·(h∗x) + background``; the
+        prior stays on ``h`` (the result's ``gain``).
+      background: ``"none"``, ``"constant"``, ``"plane"`` or a polynomial
+        degree of the pixel position, fitted jointly and exactly (the
+        result's ``background`` coefficients, Legendre basis in ``[-1, 1]``).
+      loss: ``"l2"`` or ``"huber"`` (robust to outliers no mask names:
+        iteratively reweighted exact solves, Huber threshold 1.345 robust σ).
+      orientation: ``"convolution"`` (default) or ``"correlation"``: the
+        returned kernel, and any ``support``/``reference`` given, are flipped
+        180° (the convention of kernels published as correlation filters).
       throw: raise :class:`jdeconv.EstimateError` with the result's message
         when the solve does not succeed (as optimistix does); ``False``
         returns the result with its :class:`jdeconv.RESULTS` code. Inside a
@@ -421,19 +566,41 @@ def estimate_kernel(x, y, kernel_shape, *, mode: _names.Mode = "valid",
       >>> est.solver, bool(est.converged)
       ('exact', True)
     """
-    problem = _problem.make_problem(x, y, kernel_shape, mode=mode, dtype=dtype, support=support)
-    s = _settings(problem, prior, solver, regularization, max_iters, tol, solver_options)
+    support, reference = _oriented_inputs(orientation, support, reference)
+    problem = _problem.make_problem(x, y, kernel_shape, mode=mode, dtype=dtype, support=support,
+                                    mask=mask, weights=weights, saturation=saturation, nan=nan)
+    s = _settings(problem, prior, solver, regularization, max_iters, tol, solver_options,
+                  gain=gain, background=background, loss=loss, orientation=orientation)
     dt = problem.dtype
     ref = _reference(reference, problem.kernel_shape, dt, lead=())
     out = _core_jit(problem.x, problem.y, problem.support, _weights_arrays(s.weights, dt),
-                    jnp.asarray(s.tol, dt), ref, _candidates(s.auto, dt),
-                    kernel_shape=problem.kernel_shape, mode=problem.solve_mode, prior=s.prior,
-                    solver=s.solver, max_iters=s.max_iters, options=s.options,
-                    auto_terms=("smooth",) if s.auto else None)
+                    jnp.asarray(s.tol, dt), ref, _candidates(s.auto, dt), problem.pixel_weights,
+                    **_static(problem, s))
     est = _to_result(out, s, problem, solver)
     if throw:
         _raise_unless_successful(est)
     return est
+
+
+def _static(problem, s: _Settings) -> dict:
+    return dict(kernel_shape=problem.kernel_shape, mode=problem.solve_mode, prior=s.prior,
+                solver=s.solver, max_iters=s.max_iters, options=s.options,
+                auto_terms=("smooth",) if s.auto else None, model=s.model)
+
+
+def _flip(a):
+    """180° rotation of a kernel (convolution <-> correlation orientation)."""
+    return None if a is None else np.asarray(a)[..., ::-1, ::-1]
+
+
+def _oriented_inputs(orientation, support, reference):
+    if orientation == "correlation":
+        return _flip(support), _flip(reference)
+    _validation.check_choice("orientation", orientation, ORIENTATIONS)
+    return support, reference
+
+
+
 
 
 def _batch_sharding(batch_size):
@@ -450,7 +617,10 @@ def estimate_kernels(xs, ys, kernel_shape, *, mode: _names.Mode = "valid",
                      prior: _names.Prior = "simplex", solver: _names.Solver = "auto",
                      regularization=None, max_iters: int | None = None,
                      tol: float | None = None, dtype=None, support=None, reference=None,
-                     solver_options: dict | None = None, throw: bool = False) -> KernelEstimate:
+                     solver_options: dict | None = None, mask=None, weights=None,
+                     saturation=None, nan: str = "raise", gain: bool = False,
+                     background="none", loss: str = "l2", orientation: str = "convolution",
+                     throw: bool = False) -> KernelEstimate:
     """Estimates one kernel per pair of a batch in one jitted, vmapped call.
 
     Same arguments as :func:`estimate_kernel`, with ``xs`` (B, m, n) and ``ys``
@@ -478,12 +648,15 @@ def estimate_kernels(xs, ys, kernel_shape, *, mode: _names.Mode = "valid",
       >>> jdeconv.estimate_kernels(xs, ys, 5).kernel.shape
       (3, 5, 5)
     """
+    support, reference = _oriented_inputs(orientation, support, reference)
     problem = _problem.make_problem(xs, ys, kernel_shape, mode=mode, dtype=dtype,
-                                    support=support, batched=True)
-    s = _settings(problem, prior, solver, regularization, max_iters, tol, solver_options)
+                                    support=support, batched=True, mask=mask, weights=weights,
+                                    saturation=saturation, nan=nan)
+    s = _settings(problem, prior, solver, regularization, max_iters, tol, solver_options,
+                  gain=gain, background=background, loss=loss, orientation=orientation)
     dt = problem.dtype
     batch = problem.batch_size
-    xs, ys = problem.x, problem.y
+    xs, ys, pw = problem.x, problem.y, problem.pixel_weights
     w = _weights_arrays(s.weights, dt, (batch,))
     ref = _reference(reference, problem.kernel_shape, dt, lead=(batch,))
     sharding, padded = _batch_sharding(batch)
@@ -491,6 +664,7 @@ def estimate_kernels(xs, ys, kernel_shape, *, mode: _names.Mode = "valid",
         def grow(a):
             return jnp.concatenate([a, jnp.repeat(a[-1:], padded - batch, axis=0)])
         ys = grow(ys)
+        pw = None if pw is None else grow(pw)
         xs = xs if problem.shared_original else grow(xs)
         ref = None if ref is None else grow(ref)
         w = {k: grow(v) for k, v in w.items()}
@@ -499,10 +673,8 @@ def estimate_kernels(xs, ys, kernel_shape, *, mode: _names.Mode = "valid",
         if not problem.shared_original:
             xs = jax.device_put(xs, sharding)
     out = _core_batch(xs, ys, problem.support, w, jnp.asarray(s.tol, dt), ref,
-                      _candidates(s.auto, dt), shared_original=problem.shared_original,
-                      kernel_shape=problem.kernel_shape, mode=problem.solve_mode,
-                      prior=s.prior, solver=s.solver, max_iters=s.max_iters, options=s.options,
-                      auto_terms=("smooth",) if s.auto else None)
+                      _candidates(s.auto, dt), pw, shared_original=problem.shared_original,
+                      **_static(problem, s))
     if padded != batch:
         out = jax.tree_util.tree_map(lambda a: a[:batch], out)
     est = _to_result(out, s, problem, solver, lead=(batch,))

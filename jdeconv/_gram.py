@@ -453,7 +453,7 @@ def gram_matrix(x, kernel_shape, mode: str = "valid"):
     return _gram_jit(x, kshape, mode)
 
 
-def normal_rhs(x, y, kernel_shape, mode: str = "valid", rhs_method: str = "auto"):
+def normal_rhs(x, y, kernel_shape, mode: str = "valid", *, rhs_method: str = "auto"):
     """``b = Aᵀy`` of shape ``(k*l,)``.
 
     ``rhs_method``: 'direct' (exact-summation correlation, cost ``k*l*#y``), 'fft', or
@@ -463,7 +463,7 @@ def normal_rhs(x, y, kernel_shape, mode: str = "valid", rhs_method: str = "auto"
     return _rhs_jit(x, y, kshape, mode, rhs_method)
 
 
-def normal_equations(x, y, kernel_shape, mode: str = "valid",
+def normal_equations(x, y, kernel_shape, mode: str = "valid", *,
                      rhs_method: str = "auto") -> NormalEquations:
     """``(G, b, c)`` of ``min_h ½||A h − y||²`` for ``y = conv2d(x, h, mode)``.
 

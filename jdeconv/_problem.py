@@ -14,6 +14,7 @@ import dataclasses
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jdeconv import _geometry, _priors, _validation
@@ -33,6 +34,11 @@ class Problem:
       solve_mode: the geometry the problem is solved in (``"same"`` -> ``"valid"``).
       batched: whether ``y`` has a leading batch axis.
       shared_original: one ``x`` for every ``y`` of the batch.
+      pixel_weights: None, or per-pixel weights of ``y`` in the solver geometry
+        (0 = not used; the product of ``mask``, ``weights``, the saturation and
+        the NaN masks). Masked pixels of ``y`` hold 0.
+      inverse_variance: the weights are inverse variances (``weights=`` was
+        given), so a good fit has unit weighted residual variance.
     """
 
     x: Any
@@ -43,6 +49,8 @@ class Problem:
     solve_mode: str
     batched: bool = False
     shared_original: bool = False
+    pixel_weights: Any = None
+    inverse_variance: bool = False
 
     @property
     def dtype(self):
@@ -58,8 +66,67 @@ class Problem:
 
 
 jax.tree_util.register_dataclass(
-    Problem, data_fields=["x", "y", "support"],
-    meta_fields=["kernel_shape", "mode", "solve_mode", "batched", "shared_original"])
+    Problem, data_fields=["x", "y", "support", "pixel_weights"],
+    meta_fields=["kernel_shape", "mode", "solve_mode", "batched", "shared_original",
+                 "inverse_variance"])
+
+NAN_POLICIES = ("raise", "mask")
+
+
+def _pixel_weights(x, y, kshape, mode, *, mask, weights, saturation, nan, batched):
+    """The product of the pixel masks and weights, in ``y``'s (user) geometry, or None."""
+    if mask is None and weights is None and saturation is None and nan == "raise":
+        return None, False
+    ones = np.ones(y.shape, dtype=np.asarray(y).dtype)
+    w = ones
+    if mask is not None:
+        try:
+            m = np.asarray(mask)
+        except Exception as e:  # pragma: no cover - exotic inputs
+            raise TypeError(f"mask must be a boolean image, got {type(mask).__name__}.") from e
+        if m.dtype.kind not in "biuf" or (m.dtype != bool and not np.isin(m, (0, 1)).all()):
+            raise TypeError("mask must be boolean (True = use the pixel) or 0/1 numbers, got "
+                            f"dtype {m.dtype}.")
+        if m.shape != y.shape[-m.ndim:] or m.ndim not in (2, y.ndim):
+            raise ValueError(f"mask has shape {m.shape} but the blurred image has shape "
+                             f"{tuple(y.shape[-2:])}; give one boolean per pixel of y.")
+        w = w * m.astype(w.dtype)
+    inverse_variance = False
+    if weights is not None:
+        if isinstance(weights, str):
+            if weights != "poisson":
+                raise _validation.unknown_name("weights", weights, ("poisson",))
+            yh = np.asarray(y)
+            var = np.maximum(np.where(np.isnan(yh), 0, yh), 0)
+            wt = np.where(var > 0, 1 / np.where(var > 0, var, 1), 0)
+        else:
+            wt = np.asarray(_validation.as_float_array("weights", weights, ndim=None))
+            if wt.shape != tuple(y.shape[-wt.ndim:]) or wt.ndim not in (2, y.ndim):
+                raise ValueError(f"weights has shape {wt.shape} but the blurred image has "
+                                 f"shape {tuple(y.shape[-2:])}; give one inverse variance per "
+                                 "pixel of y.")
+            if (wt < 0).any():
+                raise ValueError(f"weights has {int((wt < 0).sum())} negative value(s); weights "
+                                 "are inverse variances (>= 0; 0 = masked).")
+        w = w * wt
+        inverse_variance = True
+    if nan == "mask":
+        w = w * ~np.isnan(np.asarray(y))
+    if saturation is not None:
+        level = _validation.check_real(saturation, "saturation", positive=True, example=0.98)
+        xh, yh = np.asarray(x), np.asarray(y)
+        sat_y = ~(yh < level)  # NaN counts as unusable too
+        xp = np.asarray(_geometry.pad(x, kshape, _geometry.solver_mode(mode)))
+        if mode == "same":
+            xp = np.asarray(_geometry.pad(x, kshape, "same"))
+        k, l = kshape
+        hot = (xp >= level).astype(np.int64)
+        c = np.pad(np.cumsum(np.cumsum(hot, axis=-2), axis=-1),
+                   [(0, 0)] * (hot.ndim - 2) + [(1, 0), (1, 0)])
+        box = (c[..., k:, l:] - c[..., :-k, l:] - c[..., k:, :-l] + c[..., :-k, :-l]) > 0
+        del xh
+        w = w * ~(sat_y | np.broadcast_to(box, sat_y.shape))
+    return w, inverse_variance
 
 
 def _check_textured(x, batched: bool) -> None:
@@ -78,7 +145,8 @@ def _check_textured(x, batched: bool) -> None:
 
 
 def make_problem(x, y, kernel_shape, *, mode: str = "valid", dtype=None, support=None,
-                 batched: bool = False) -> Problem:
+                 batched: bool = False, mask=None, weights=None, saturation=None,
+                 nan: str = "raise") -> Problem:
     """Validates a pair (or a batch) and returns the :class:`Problem`.
 
     Args:
@@ -90,6 +158,13 @@ def make_problem(x, y, kernel_shape, *, mode: str = "valid", dtype=None, support
       dtype: None (the inputs' common float type), ``"float32"`` or ``"float64"``.
       support: optional (k, l) bool mask.
       batched: whether ``y`` (and possibly ``x``) has a leading batch axis.
+      mask: optional boolean image of ``y``'s shape, True = use the pixel.
+      weights: optional per-pixel inverse variances of ``y``'s shape, or
+        ``"poisson"`` (variance = ``y``, counts).
+      saturation: optional level: pixels of ``y`` at or above it, and pixels of
+        ``y`` whose footprint covers a pixel of ``x`` at or above it, are not used.
+      nan: ``"raise"`` (NaN in ``y`` is an error) or ``"mask"`` (NaN pixels of
+        ``y`` are not used).
 
     Returns:
       A :class:`Problem`.
@@ -105,6 +180,7 @@ def make_problem(x, y, kernel_shape, *, mode: str = "valid", dtype=None, support
       ((16, 16), 'valid')
     """
     mode = _validation.check_mode(mode)
+    nan = _validation.check_choice("nan", nan, NAN_POLICIES)
     kshape = _validation.as_shape(kernel_shape, "kernel_shape",
                                   maximum=_validation.MAX_KERNEL_SIDE)
     dt = _validation.resolve_dtype(dtype)
@@ -113,7 +189,8 @@ def make_problem(x, y, kernel_shape, *, mode: str = "valid", dtype=None, support
     x_ndim = np.ndim(x) if not hasattr(x, "ndim") else x.ndim
     shared = batched and x_ndim == 2
     x = _validation.as_float_array(xname, x, ndim=2 if (shared or not batched) else 3, dtype=dt)
-    y = _validation.as_float_array(yname, y, ndim=3 if batched else 2, dtype=dt)
+    y = _validation.as_float_array(yname, y, ndim=3 if batched else 2, dtype=dt,
+                                   allow_nan=nan == "mask")
     if dt is None:
         x, y = _validation.common_float(x, y)
     if batched and not shared and x.shape[0] != y.shape[0]:
@@ -137,9 +214,24 @@ def make_problem(x, y, kernel_shape, *, mode: str = "valid", dtype=None, support
             f"blurred image has shape {tuple(y.shape[-2:])} but an original {ishape} blurred by "
             f"a {kshape} kernel in mode {mode!r} has shape {expected}.{hint} Otherwise check "
             "the kernel size and that the two images belong together.")
+    w, inverse_variance = _pixel_weights(x, y, kshape, mode, mask=mask, weights=weights,
+                                         saturation=saturation, nan=nan, batched=batched)
+    if w is not None:
+        if w.ndim < y.ndim:
+            w = np.broadcast_to(w, y.shape)
+        w = jnp.asarray(w, y.dtype)
+        y = jnp.where(w > 0, jnp.nan_to_num(y), 0)
     if mode == "same":
         y = _geometry.same_to_valid(y, kshape)
+        w = None if w is None else _geometry.same_to_valid(w, kshape)
     solve_mode = _geometry.solver_mode(mode)
+    if w is not None:
+        used = np.asarray(w > 0).reshape(-1, w.shape[-2] * w.shape[-1]).sum(axis=1).min()
+        if used < kshape[0] * kshape[1]:
+            raise ValueError(
+                f"only {int(used)} pixels of the blurred image remain after masking, fewer "
+                f"than the {kshape[0] * kshape[1]} kernel taps; mask fewer pixels or use a "
+                "smaller kernel.")
     M, N = y.shape[-2:]
     if solve_mode == "valid" and M * N < k * l:
         raise ValueError(
@@ -147,5 +239,6 @@ def make_problem(x, y, kernel_shape, *, mode: str = "valid", dtype=None, support
             f"has {k}x{l} = {k * l} unknowns: the problem is underdetermined. Use a smaller "
             "kernel size or larger images.")
     _check_textured(x, batched)
-    mask = _priors.check_support(support, kshape)
-    return Problem(x, y, mask, kshape, mode, solve_mode, batched, shared)
+    support_mask = _priors.check_support(support, kshape)
+    return Problem(x, y, support_mask, kshape, mode, solve_mode, batched, shared, w,
+                   inverse_variance)

@@ -78,12 +78,18 @@ class KernelEstimate:
       noise_sigma: noise level of the blurred image (NaN when not estimated).
       fit_statistic: residual RMS / noise level (≈ 1 when the model fits;
         NaN when the noise level was not estimated).
+      gain: the fitted gain ``g`` of ``y ≈ g·(h∗x) + background`` (1 unless
+        ``gain=True``).
+      background: the fitted background coefficients (empty unless a
+        ``background`` model was asked for; Legendre basis of the pixel
+        coordinates scaled to [-1, 1], so a constant background is ``[b]``).
       stats: solver-specific numbers (for ``exact``: ``active_taps``,
         ``optimality_history``; for first-order solvers: ``step``).
       solver: the solver that ran (``"auto"`` resolved).
       solver_requested: what the caller asked for.
       prior, mode, kernel_shape, max_iters, tol: the settings used.
       solver_options: the solver's hyperparameters, as used.
+      background_model, loss, orientation: the data-term settings used.
     """
 
     kernel: Any
@@ -99,6 +105,8 @@ class KernelEstimate:
     noise_sigma: Any
     fit_statistic: Any
     stats: Any
+    gain: Any = 1.0
+    background: Any = ()
     solver: str = "auto"
     solver_requested: str = "auto"
     prior: str = "simplex"
@@ -107,6 +115,9 @@ class KernelEstimate:
     max_iters: int = 0
     tol: float = 0.0
     solver_options: tuple = ()
+    background_model: str = "none"
+    loss: str = "l2"
+    orientation: str = "convolution"
 
     @property
     def converged(self):
@@ -128,6 +139,10 @@ class KernelEstimate:
             line = (f"{head} iterations={int(it)} converged={bool(conv)} "
                     f"residual_norm={float(np.asarray(self.residual_norm)):.4g} "
                     f"optimality={float(np.asarray(self.optimality)):.2e}")
+            if self.background_model != "none" or float(np.asarray(self.gain)) != 1.0:
+                bg = np.atleast_1d(np.asarray(self.background, np.float64))
+                line += (f" gain={float(np.asarray(self.gain)):.6g} background="
+                         f"[{', '.join(f'{v:.4g}' for v in bg)}]")
             weights = {k: float(np.asarray(v)) for k, v in dict(self.regularization or {}).items()}
             used = ", ".join(f"{k}={v:.3g}" for k, v in weights.items() if v > 0)
             if used:
@@ -145,6 +160,6 @@ jax.tree_util.register_dataclass(
     KernelEstimate,
     data_fields=["kernel", "result", "optimality", "iterations", "loss_history", "error_history",
                  "objective", "residual_norm", "lipschitz", "regularization", "noise_sigma",
-                 "fit_statistic", "stats"],
+                 "fit_statistic", "stats", "gain", "background"],
     meta_fields=["solver", "solver_requested", "prior", "mode", "kernel_shape", "max_iters",
-                 "tol", "solver_options"])
+                 "tol", "solver_options", "background_model", "loss", "orientation"])

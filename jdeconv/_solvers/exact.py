@@ -187,6 +187,48 @@ def _eqp(G, b, free, eq):
     return h * fz, mu
 
 
+def _eqp_block(G, b, free, eq, size: int):
+    """:func:`_eqp` on the free taps gathered into a ``(size, size)`` block (``|free| <= size``).
+
+    The factorisation then costs ``size³/3`` instead of ``n³/3``: at camera
+    kernel sizes the optimum has 60–200 free taps out of ~1000.
+    """
+    n = G.shape[-1]
+    idx = jnp.nonzero(free, size=size, fill_value=0)[0]
+    valid = jnp.arange(size) < jnp.sum(free)
+    hs, mu = _eqp(G[idx[:, None], idx[None, :]], b[idx], valid, eq)
+    return jnp.zeros((n,), G.dtype).at[idx].add(jnp.where(valid, hs, 0)), mu
+
+
+def _eqp_any(G, b, free, eq, block_sizes: tuple):
+    """Equality-constrained solve on ``free``, in the smallest block that holds it."""
+    if not block_sizes:
+        return _eqp(G, b, free, eq)
+    branches = [functools.partial(_eqp_block, size=sz) for sz in block_sizes] + [_eqp]
+    i = jnp.searchsorted(jnp.asarray(block_sizes), jnp.sum(free))
+    return lax.switch(i, [lambda G, b, free, eq, f=f: f(G, b, free, eq) for f in branches],
+                      G, b, free, eq)
+
+
+def default_block_sizes(n: int) -> tuple:
+    """Powers of two from 64 below ``n / 2`` (larger free sets use the full factorisation)."""
+    return tuple(sz for sz in (64, 128, 256, 512, 1024, 2048) if 2 * sz <= n)
+
+
+def _warm_start(G, b, mask, eq, ineq, lg, iters: int):
+    """A cheap first guess of the active set: ``iters`` projected FISTA steps (O(n²) each)."""
+    h0 = _project(jnp.zeros_like(b), mask, eq, ineq)
+
+    def body(_, carry):
+        h, z, t = carry
+        h_new = _project(z - (G @ z - b) / lg, mask, eq, ineq)
+        t_new = 0.5 * (1 + jnp.sqrt(1 + 4 * t * t))
+        return h_new, h_new + ((t - 1) / t_new) * (h_new - h), t_new
+
+    h, _, _ = lax.fori_loop(0, iters, body, (h0, h0, jnp.ones((), G.dtype)))
+    return ~mask | (ineq & (h <= 0))
+
+
 def _project(x, mask, eq, ineq):
     return _priors.project_flags(x, mask, eq, ineq)
 
@@ -209,7 +251,8 @@ def _tolerances(h, tol, lg, bmax):
 # --------------------------------------------------------------------------
 
 
-def _active_set_solve(G, b, mask, eq, ineq, tol, lg, bmax, max_iters, max_total, history):
+def _active_set_solve(G, b, mask, eq, ineq, tol, lg, bmax, max_iters, max_total, history,
+                      A0, block_sizes):
     """PDAS, then (if needed) the primal active-set fallback, in one loop.
 
     One ``lax.while_loop`` (one Cholesky per iteration) whose carry has a
@@ -230,7 +273,7 @@ def _active_set_solve(G, b, mask, eq, ineq, tol, lg, bmax, max_iters, max_total,
         k, phase, A, h, _, _, stall, best_ninf, best_h, obj_h, opt_h = st
         F = ~A
         free_s = F & mask
-        heq, mu = _eqp(G, b, F, eq)
+        heq, mu = _eqp_any(G, b, F, eq, block_sizes)
         fin = _finite(heq) & jnp.isfinite(mu)
         lam = G @ heq - b - mu  # bound multipliers (~0 on the free set)
         tau_h, tau_l = _tolerances(heq, tol, lg, bmax)
@@ -298,7 +341,7 @@ def _active_set_solve(G, b, mask, eq, ineq, tol, lg, bmax, max_iters, max_total,
     st0 = (
         jnp.int32(0),
         jnp.int32(0),
-        ~mask,
+        A0,
         zeros,
         jnp.bool_(False),
         jnp.bool_(True),
@@ -312,17 +355,19 @@ def _active_set_solve(G, b, mask, eq, ineq, tol, lg, bmax, max_iters, max_total,
     return k, A, h, done, fin, obj_h, opt_h
 
 
-@functools.partial(jax.jit, static_argnames=("history",))
-def _solve(G, b, mask, tol, eq, ineq, max_iters, max_fallback_iters, history=0):
+@functools.partial(jax.jit, static_argnames=("history", "warm_start", "block_sizes"))
+def _solve(G, b, mask, tol, eq, ineq, max_iters, max_fallback_iters, history=0, warm_start=0,
+           block_sizes=()):
     dt = G.dtype
     both = mask[:, None] & mask[None, :]
     lg = jnp.max(jnp.sum(jnp.abs(jnp.where(both, G, 0)), axis=1))
     lg = jnp.maximum(lg, jnp.finfo(dt).tiny)
     bmax = jnp.max(jnp.abs(jnp.where(mask, b, 0)))
 
+    A0 = _warm_start(G, b, mask, eq, ineq, lg, warm_start) if warm_start else ~mask
     iters, A, h, done, fin, obj_h, opt_h = _active_set_solve(
         G, b, mask, eq, ineq, tol / 10, lg, bmax, max_iters, max_iters + max_fallback_iters,
-        history)
+        history, A0, block_sizes)
     # polish: exact feasibility (clip the accepted -tau_h <= h_i < 0, renormalise)
     h = jnp.where(ineq, jnp.maximum(h, 0), h) * mask.astype(dt)
     h = jnp.where(eq, h / jnp.sum(h), h)
@@ -352,6 +397,8 @@ def solve_qp(
     tol=None,
     max_fallback_iters: int | None = None,
     history: bool = False,
+    warm_start: int | None = None,
+    block_sizes: tuple | None = None,
 ) -> QPResult:
     """Solve min 1/2 h^T G h - b^T h subject to ``prior`` on the support ``mask``.
 
@@ -373,6 +420,14 @@ def solve_qp(
         (projected) iterate after every iteration, in arrays of length
         ``max_iters + max_fallback_iters + 1`` (NaN after the last). The
         budgets then become static (a new budget recompiles).
+      warm_start: projected FISTA steps that guess the first active set (static;
+        default 100 above 256 unknowns, else 0). Exactness is unaffected: the
+        active-set method still stops only at a KKT point.
+      block_sizes: factor only the free taps, gathered into the smallest of
+        these block sizes that holds them (static; default none). Worth it
+        when the free set is much smaller than ``n`` (see
+        :func:`default_block_sizes`); under ``jax.vmap`` every block size is
+        evaluated, so leave it empty there.
 
     Returns:
       QPResult(solution, iterations, converged, kkt_residual, active_set,
@@ -407,7 +462,10 @@ def solve_qp(
     # as (unbatched) int32 scalars: only loop conditions use them, so changing
     # them does not trigger a recompilation.
     size = int(max_iters) + int(max_fallback_iters) + 1 if history else 0
+    if warm_start is None:
+        warm_start = 100 if n > 256 else 0
     return _solve(
         G, b, mask, tol, eq, ineq,
         jnp.int32(int(max_iters)), jnp.int32(int(max_fallback_iters)), history=size,
+        warm_start=int(warm_start), block_sizes=tuple(block_sizes or ()),
     )
