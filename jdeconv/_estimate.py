@@ -21,8 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jdeconv import (_autoreg, _conv, _geometry, _gram, _names, _priors, _problem,
-                     _regularizers, _validation, _weighted_gram)
+from jdeconv import (_autoreg, _conv, _diagnostics, _geometry, _gram, _kernel_size, _names,
+                     _noise_level, _priors, _problem, _regularizers, _validation,
+                     _weighted_gram)
 from jdeconv._objective import Objective, lipschitz
 from jdeconv._solution import RESULTS, EstimateError, KernelEstimate
 from jdeconv._solvers import _driver, adam, exact, fista, fourier, gd, momentum
@@ -282,6 +283,14 @@ def _core(x, y, support, weights, tol, reference, candidates, w, *, kernel_shape
         else:
             filled = y if wt is None else jnp.where(wt > 0, y, model_image(h, c))
             sigma = _autoreg._noise_sigma_or_nan(filled)
+            # Quantised data: the noise is at least the quantisation noise q/sqrt(12). The
+            # patch estimate reads image structure where the true noise is below it (clean
+            # 16-bit data), and there the fit's own residual is the better noise estimate.
+            q = _noise_level.quantization_step(y)
+            rms = jnp.sqrt(rss / jnp.maximum(used - dof, 1.0))
+            floor = jnp.maximum(rms, q / jnp.sqrt(12.0))
+            sigma = jnp.where(q > 0, jnp.minimum(jnp.where(jnp.isnan(sigma), floor, sigma),
+                                                 floor), sigma)
         fit = _autoreg.fit_statistic(rss, dof, used, sigma)
         if model.gain:
             kernel, gain = _weighted_gram.split_gain(h)
@@ -446,6 +455,8 @@ def _to_result(out: _Out, s: _Settings, problem, solver_requested, lead=()):
         kernel = kernel[..., ::-1, ::-1]
     stats = dict(out.stats)
     gain, background = stats.pop("gain"), stats.pop("background")
+    stats["centroid_offset"] = _diagnostics.centroid_offset(kernel)
+    stats["border_mass"] = _diagnostics.border_mass(kernel)
     return KernelEstimate(
         kernel=kernel, result=out.result, optimality=out.optimality, gain=gain,
         background=background,
@@ -480,7 +491,7 @@ def _weights_arrays(weights, dtype, lead=()):
     return {k: jnp.full(lead, v, dtype) for k, v in weights.items()}
 
 
-def estimate_kernel(x, y, kernel_shape, *, mode: _names.Mode = "valid",
+def estimate_kernel(x, y, kernel_shape, *, max_kernel_shape=None, mode: _names.Mode = "valid",
                     prior: _names.Prior = "simplex", solver: _names.Solver = "auto",
                     regularization=None, max_iters: int | None = None,
                     tol: float | None = None, dtype=None, support=None, reference=None,
@@ -498,7 +509,14 @@ def estimate_kernel(x, y, kernel_shape, *, mode: _names.Mode = "valid",
       y: blurred image: (m-k+1, n-l+1) for ``"valid"``, (m, n) for ``"same"``
         (only its valid part is used, so unknown borders never bias the
         kernel) or ``"circular"``, (m+k-1, n+l-1) for ``"full"``.
-      kernel_shape: (k, l) or an int.
+      kernel_shape: (k, l), an int, or ``"auto"``: the box from the data (see
+        :mod:`jdeconv._kernel_size`): estimated on a generous box
+        (``max_kernel_shape``), then solved again in the smallest box centred
+        as the geometry expects that holds the kernel's support. The result's
+        ``stats`` report the box, the centroid offset, the border mass and a
+        criterion-against-size curve. In ``"valid"``/``"full"`` the shapes fix
+        the box and ``"auto"`` reads it off.
+      max_kernel_shape: the generous box of ``kernel_shape="auto"``.
       mode: ``"valid"``, ``"same"``, ``"full"`` or ``"circular"``.
       prior: ``"simplex"`` (h >= 0, sum 1; the default: physical PSFs),
         ``"nonneg"``, ``"sum_to_one"`` or ``"none"``.
@@ -566,6 +584,31 @@ def estimate_kernel(x, y, kernel_shape, *, mode: _names.Mode = "valid",
       >>> est.solver, bool(est.converged)
       ('exact', True)
     """
+    kw = dict(mode=mode, prior=prior, solver=solver, regularization=regularization,
+              max_iters=max_iters, tol=tol, dtype=dtype, support=support, reference=reference,
+              solver_options=solver_options, mask=mask, weights=weights, saturation=saturation,
+              nan=nan, gain=gain, background=background, loss=loss, orientation=orientation,
+              throw=throw)
+    auto = isinstance(kernel_shape, str)
+    if auto:
+        if kernel_shape != "auto":
+            raise ValueError(f"kernel_shape must be an int, a pair (k, l) or 'auto', got "
+                             f"{kernel_shape!r}.")
+        est = _kernel_size.estimate_auto(_estimate_one, x, y, max_kernel_shape=max_kernel_shape,
+                                         **kw)
+    else:
+        if max_kernel_shape is not None:
+            raise ValueError("max_kernel_shape applies only with kernel_shape='auto'.")
+        est = _estimate_one(x, y, kernel_shape, **kw)
+    if _validation.is_concrete(est.result):
+        _diagnostics.warn(_diagnostics.input_messages(x, y)
+                          + _diagnostics.estimate_messages(est, given_shape=not auto))
+    return est
+
+
+def _estimate_one(x, y, kernel_shape, *, mode, prior, solver, regularization, max_iters, tol,
+                  dtype, support, reference, solver_options, mask, weights, saturation, nan,
+                  gain, background, loss, orientation, throw):
     support, reference = _oriented_inputs(orientation, support, reference)
     problem = _problem.make_problem(x, y, kernel_shape, mode=mode, dtype=dtype, support=support,
                                     mask=mask, weights=weights, saturation=saturation, nan=nan)
@@ -680,4 +723,6 @@ def estimate_kernels(xs, ys, kernel_shape, *, mode: _names.Mode = "valid",
     est = _to_result(out, s, problem, solver, lead=(batch,))
     if throw:
         _raise_unless_successful(est)
+    if _validation.is_concrete(est.result):
+        _diagnostics.warn(_diagnostics.batch_messages(est))
     return est

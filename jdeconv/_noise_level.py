@@ -76,6 +76,31 @@ def noise_sigma(y, r: int = DEFAULT_PATCH_SIZE):
     return jnp.sqrt(lam) / shrink
 
 
+_STEPS = (1.0, 1.0 / 255.0, 1.0 / 65535.0)
+
+
+def quantization_step(y):
+    """The step of the grid ``y`` lies on (0–255 integers, 8 or 16 bit in [0, 1]), or 0.
+
+    Traceable. A grid counts when every value is within 1e-3 steps of it and
+    the image spans at least 16 steps (so a binary image is not "quantised").
+
+    Example:
+      >>> import numpy as np
+      >>> y = np.round(np.linspace(0, 1, 50) * 255) / 255
+      >>> round(float(quantization_step(y)) * 255, 6)
+      1.0
+    """
+    y = jnp.asarray(y)
+    step = jnp.zeros((), y.dtype)
+    for q in reversed(_STEPS):  # coarsest last, so it wins
+        v = y / q
+        on_grid = jnp.max(jnp.abs(v - jnp.round(v))) < 1e-3
+        spans = (jnp.max(y) - jnp.min(y)) / q >= 16
+        step = jnp.where(on_grid & spans, jnp.asarray(q, y.dtype), step)
+    return step
+
+
 def estimate_noise(y, *, patch_size: int = DEFAULT_PATCH_SIZE) -> jax.Array:
     """Standard deviation of the additive white noise on a (blurred) image.
 

@@ -1,0 +1,163 @@
+"""Cheap checks of a finished estimate, and the warnings they raise.
+
+Every estimate carries a noise level and a fit statistic (residual RMS over
+the noise level: about 1 when the model explains the data up to noise). This
+module turns them, and a few properties of the inputs and of the kernel, into
+one-line warnings that name the likely causes:
+
+* a fit statistic well above 1: the images are swapped or unrelated,
+  misregistered, the exposure or tone curve differs, or the kernel box is too
+  small;
+* kernel mass on the border of its box: the box cuts the kernel;
+* float input outside [0, 1] that looks like 0–255 data;
+* an all-zero or constant blurred image.
+
+The warnings are :class:`FitWarning` (a ``UserWarning``), so they can be
+filtered with the ``warnings`` module.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import jax.numpy as jnp
+import numpy as np
+
+#: A converged fit whose statistic is above this does not explain the data.
+FIT_STATISTIC_WARN = 3.0
+#: Fraction of the kernel's mass on the outer ring of its box that gets a warning.
+BORDER_MASS_WARN = 0.02
+
+
+class FitWarning(UserWarning):
+    """A finished estimate that is probably wrong, or inputs that look wrong."""
+
+
+def border_mass(kernel) -> jnp.ndarray:
+    """Fraction of ``|h|``'s mass on the outer ring of its box (one tap wide).
+
+    Args:
+      kernel: (..., k, l).
+
+    Returns:
+      (...,) fractions in [0, 1] (0 for kernels of side 1 or 2 — all border —
+      is not meaningful; such boxes return 1).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> float(border_mass(jnp.pad(jnp.ones((3, 3)), 1)))
+      0.0
+    """
+    a = jnp.abs(jnp.asarray(kernel))
+    inner = a[..., 1:-1, 1:-1].sum(axis=(-2, -1))
+    total = a.sum(axis=(-2, -1))
+    return jnp.where(total > 0, 1 - inner / jnp.where(total > 0, total, 1), 0.0)
+
+
+def centroid_offset(kernel) -> jnp.ndarray:
+    """Offset ``(d_row, d_col)`` of the kernel's centroid from its box's centre tap.
+
+    The centre tap is ``((k-1)//2, (l-1)//2)`` (the ``"same"`` geometry's zero shift).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> h = jnp.zeros((5, 5)).at[1, 3].set(1.0)
+      >>> centroid_offset(h).tolist()
+      [-1.0, 1.0]
+    """
+    h = jnp.abs(jnp.asarray(kernel))
+    k, l = h.shape[-2:]
+    total = h.sum(axis=(-2, -1))
+    rows = (h.sum(axis=-1) * jnp.arange(k)).sum(axis=-1) / total
+    cols = (h.sum(axis=-2) * jnp.arange(l)).sum(axis=-1) / total
+    return jnp.stack([rows - (k - 1) // 2, cols - (l - 1) // 2], axis=-1)
+
+
+def _looks_like_8bit_scale(a) -> bool:
+    host = np.asarray(a)
+    if host.dtype.kind != "f":
+        return False
+    finite = host[np.isfinite(host)]
+    if finite.size == 0 or finite.max() <= 1.5:
+        return False
+    return finite.max() <= 65535 and np.allclose(finite, np.round(finite))
+
+
+def input_messages(x, y) -> list[str]:
+    """Warnings about the inputs alone (cheap, host-side)."""
+    out = []
+    yh = np.asarray(y)
+    finite = yh[np.isfinite(yh)]
+    if finite.size and np.ptp(finite) == 0:
+        what = "all zero" if finite.max() == 0 else "constant"
+        out.append(f"the blurred image is {what}: it carries no information about the kernel "
+                   "(check that the right file was read and that the exposure is not zero).")
+    for name, a in (("original", x), ("blurred", y)):
+        if _looks_like_8bit_scale(a):
+            out.append(f"the {name} image is float data with whole-number values up to "
+                       f"{float(np.nanmax(np.asarray(a))):g}: it looks like 0-255 (or 0-65535) "
+                       "data; divide by 255 (or 65535) so both images are in [0, 1].")
+    return out
+
+
+def estimate_messages(est, *, given_shape: bool = True) -> list[str]:
+    """Warnings about one finished estimate (``est`` unbatched and concrete)."""
+    out = []
+    if int(np.asarray(est.result)) != 0:
+        return out  # the result code already says what went wrong
+    fit = float(np.asarray(est.fit_statistic))
+    if math.isfinite(fit) and fit > FIT_STATISTIC_WARN:
+        out.append(
+            f"fit statistic {fit:.3g} is well above 1: the model does not explain the blurred "
+            "image. Likely causes: the images are swapped or unrelated, misregistered, the "
+            "exposure or tone curve differs (try gain=True, background='constant'), or the "
+            "kernel box is too small (try a larger kernel_shape or kernel_shape='auto').")
+    k, l = est.kernel_shape
+    if not given_shape:  # kernel_shape="auto": the box was cut at the support's edge on purpose
+        outside = float(np.asarray(est.stats.get("mass_outside_box", 0.0)))
+        generous = tuple(int(v) for v in np.asarray(est.stats.get("generous_shape", (k, l))))
+        if outside > BORDER_MASS_WARN or (k, l) == generous:
+            out.append(
+                f"the kernel fills the whole generous box {generous[0]}x{generous[1]} "
+                f"({100 * outside:.1f} % of its mass outside the chosen box): give a larger "
+                f"max_kernel_shape, e.g. ({2 * generous[0] + 1}, {2 * generous[1] + 1}).")
+    elif min(k, l) >= 3:
+        frac = float(np.asarray(border_mass(est.kernel)))
+        if frac > BORDER_MASS_WARN:
+            pad = max(2, int(round(0.25 * max(k, l))))
+            out.append(
+                f"{100 * frac:.1f} % of the kernel's mass lies on the border of its {k}x{l} box: "
+                f"the box probably cuts the kernel; try kernel_shape=({k + 2 * pad}, "
+                f"{l + 2 * pad})" + (" or kernel_shape='auto'." if given_shape else "."))
+    return out
+
+
+def batch_messages(est) -> list[str]:
+    """Warnings about a batch of estimates: how many pairs fit badly or touch the border."""
+    ok = np.asarray(est.result) == 0
+    fit = np.asarray(est.fit_statistic)
+    bad = ok & np.isfinite(fit) & (fit > FIT_STATISTIC_WARN)
+    out = []
+    if bad.any():
+        idx = np.flatnonzero(bad)
+        out.append(f"{bad.sum()} of {bad.size} pairs have a fit statistic above "
+                   f"{FIT_STATISTIC_WARN:g} (pairs {', '.join(map(str, idx[:8]))}"
+                   f"{', ...' if idx.size > 8 else ''}): the model does not explain them "
+                   "(swapped or unrelated images, misregistration, exposure or tone changes, "
+                   "or a kernel box that is too small).")
+    k, l = est.kernel_shape
+    if min(k, l) >= 3:
+        frac = np.asarray(border_mass(est.kernel))
+        cut = ok & (frac > BORDER_MASS_WARN)
+        if cut.any():
+            out.append(f"{cut.sum()} of {cut.size} kernels have more than "
+                       f"{100 * BORDER_MASS_WARN:g} % of their mass on the border of the "
+                       f"{k}x{l} box: try a larger kernel_shape.")
+    return out
+
+
+def warn(messages, stacklevel: int = 3) -> None:
+    """Emits each message as a :class:`FitWarning`."""
+    for m in messages:
+        warnings.warn(m, FitWarning, stacklevel=stacklevel)
