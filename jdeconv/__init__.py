@@ -48,6 +48,25 @@ _EXPORTS = {
     "AutoRegularization": "_autoreg",
     "choose_regularization": "_autoreg",
     "estimate_noise": "_noise_level",
+    "FitWarning": "_diagnostics",
+    "SOLVER_OPTIONS": "_estimate",
+    "solve_qp_differentiable": "_implicit",
+    "kernel_standard_errors": "_uncertainty",
+    "KernelUncertainty": "_uncertainty",
+    "residual_noise_sigma": "_uncertainty",
+    "conditioning_report": "_uncertainty",
+    "ConditioningReport": "_uncertainty",
+    "IdentifiabilityWarning": "_uncertainty",
+    "make_target": "_uncertainty",
+    "CalibrationTarget": "_uncertainty",
+    "weighted_normal_equations": "_weighted_gram",
+    "augmented_normal_equations": "_weighted_gram",
+    "solve_photometric": "_weighted_gram",
+    "PhotometricFit": "_weighted_gram",
+    "saturation_mask": "_weighted_gram",
+    "huber_weights": "_weighted_gram",
+    "poisson_weights": "_weighted_gram",
+    "background_image": "_weighted_gram",
     "MODES": "_names",
     "PRIORS": "_names",
     "SOLVERS": "_names",
@@ -86,4 +105,15 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
                                     kernel_operator)
     from jdeconv._priors import project_prior
     from jdeconv._problem import Problem, make_problem
+    from jdeconv._diagnostics import FitWarning
+    from jdeconv._estimate import SOLVER_OPTIONS
+    from jdeconv._implicit import solve_qp_differentiable
     from jdeconv._solution import RESULTS, EstimateError, KernelEstimate
+    from jdeconv._uncertainty import (CalibrationTarget, ConditioningReport,
+                                      IdentifiabilityWarning, KernelUncertainty,
+                                      conditioning_report, kernel_standard_errors, make_target,
+                                      residual_noise_sigma)
+    from jdeconv._weighted_gram import (PhotometricFit, augmented_normal_equations,
+                                        background_image, huber_weights, poisson_weights,
+                                        saturation_mask, solve_photometric,
+                                        weighted_normal_equations)

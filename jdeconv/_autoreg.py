@@ -160,8 +160,17 @@ def _basis(terms, kernel_shape) -> np.ndarray:
 # The jitted core: every candidate at once
 # ----------------------------------------------------------------------------
 
-def _dof(gram, R, mu, free, eq):
-    """Trace of the influence matrix of the estimate restricted to the face ``free``."""
+def _dof(gram, R, mu, free, eq, block_sizes=()):
+    """Trace of the influence matrix of the estimate restricted to the face ``free``.
+
+    With ``block_sizes`` the free taps are gathered into the smallest block that
+    holds them (one small Cholesky instead of an ``n x n`` one).
+    """
+    if block_sizes:
+        def on_block(idx, valid, gram, R, mu):
+            sub = lambda a: a[idx[:, None], idx[None, :]]  # noqa: E731
+            return _dof(sub(gram), sub(R), mu, valid, eq)
+        return exact.on_free_block(on_block, free, block_sizes, gram, R, mu)
     dt = gram.dtype
     fz = free.astype(dt)
     both = free[:, None] & free[None, :]
@@ -187,7 +196,8 @@ class CandidateSolutions(NamedTuple):
 
 
 def solve_candidates(ne, xp, y, candidates, R, mask, tol, *, kernel_shape, prior, max_iters,
-                     history=False, residual=None) -> CandidateSolutions:
+                     history=False, residual=None, sequential=True,
+                     block_sizes=()) -> CandidateSolutions:
     """Solves the problem for every candidate weight from normal equations formed once.
 
     Traceable (the engine calls it inside its jitted, vmapped core).
@@ -204,6 +214,12 @@ def solve_candidates(ne, xp, y, candidates, R, mask, tol, *, kernel_shape, prior
       history: record the exact solver's per-iteration history.
       residual: optional ``h (n,) -> residual`` (weighted, with photometric terms);
         default ``conv(xp, h) − y``.
+      sequential: solve the candidates one after the other along the weight
+        path (largest weight first), each starting from the previous active set
+        (a warm start: a few active-set iterations each), instead of one vmap
+        of independent cold solves.
+      block_sizes: with ``sequential``, factor only the free block (see
+        :func:`jdeconv._solvers.exact.solve_qp`); leave empty under ``jax.vmap``.
     """
     n = kernel_shape[0] * kernel_shape[1]
     gram, rhs = ne.gram, ne.rhs
@@ -211,14 +227,26 @@ def solve_candidates(ne, xp, y, candidates, R, mask, tol, *, kernel_shape, prior
     R = R.astype(gram.dtype)
     eq = prior in _names.EQUALITY_PRIORS
 
-    def solve(w):
+    def solve(w, active=None, blocks=()):
         mu = w * scale
         res = exact.solve_qp(gram + mu * R, rhs, prior=prior, mask=mask,
-                             max_iters=max_iters, tol=tol, history=history)
+                             max_iters=max_iters, tol=tol, history=history,
+                             initial_active=active, block_sizes=blocks)
         free = mask & ~res.active_set
-        return res, _dof(gram, R, mu, free, eq)
+        return res, _dof(gram, R, mu, free, eq, blocks)
 
-    qp, dof = jax.vmap(solve)(candidates)
+    if sequential:
+        def step(active, w):
+            res, dof = solve(w, active, block_sizes)
+            return res.active_set, (res, dof)
+
+        first, dof_first = solve(candidates[-1], None, block_sizes)
+        _, (rest, dof_rest) = jax.lax.scan(step, first.active_set, candidates[-2::-1])
+        qp = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([b[::-1], a[None]]), first,
+                                    rest)
+        dof = jnp.concatenate([dof_rest[::-1], dof_first[None]])
+    else:
+        qp, dof = jax.vmap(solve)(candidates)
     H = qp.solution
     # RSS: one real convolution, the rest by the exact quadratic expansion.
     h0 = H[0]

@@ -21,7 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jdeconv import (_autoreg, _conv, _diagnostics, _geometry, _gram, _kernel_size, _names,
+from jdeconv import (_autoreg, _conv, _diagnostics, _geometry, _gram, _implicit, _kernel_size,
+                     _names,
                      _noise_level, _priors, _problem, _regularizers, _validation,
                      _weighted_gram)
 from jdeconv._objective import Objective, lipschitz
@@ -114,8 +115,8 @@ class _Settings(NamedTuple):
     orientation: str
 
 
-LOSSES = ("l2", "huber")
-ORIENTATIONS = ("convolution", "correlation")
+LOSSES = _names.LOSSES
+ORIENTATIONS = _names.ORIENTATIONS
 DEFAULT_ROBUST_STEPS = 10
 
 
@@ -296,7 +297,10 @@ def _core(x, y, support, weights, tol, reference, candidates, w, *, kernel_shape
             kernel, gain = _weighted_gram.split_gain(h)
         else:
             kernel, gain = h, jnp.ones((), dtype)
-        stats = dict(stats, gain=gain, background=c)
+        hk = kernel.reshape(kernel_shape)
+        stats = dict(stats, gain=gain, background=c,
+                     centroid_offset=_diagnostics.centroid_offset(hk),
+                     border_mass=_diagnostics.border_mass(hk))
         return _Out(kernel, result, opt, iters, hist, errs, objective, jnp.sqrt(rss), L, wts,
                     sigma, fit, stats)
 
@@ -345,10 +349,11 @@ def _core(x, y, support, weights, tol, reference, candidates, w, *, kernel_shape
                  (lambda hh: weighted_residual(hh, background_of(elim, hh), wt)))
         sol = _autoreg.solve_candidates(ne, xp, y, candidates, R, mask, tol,
                                         kernel_shape=kernel_shape, prior=kt_prior,
-                                        max_iters=max_iters, history=True, residual=resid)
+                                        max_iters=max_iters, history=True, residual=resid,
+                                        block_sizes=blocks)
         _, idx = _autoreg.select("gcv", sol.rss, sol.dof, sol.penalty, candidates, used,
                                  jnp.asarray(jnp.nan, dtype))
-        w_chosen = candidates[idx]
+        w_chosen = jax.lax.stop_gradient(candidates[idx])
         weights = {name: (w_chosen if name in auto_terms else jnp.zeros((), dtype))
                    for name in _names.REGULARIZERS}
         qp = jax.tree_util.tree_map(lambda a: a[idx], sol.qp)
@@ -371,9 +376,18 @@ def _core(x, y, support, weights, tol, reference, candidates, w, *, kernel_shape
             rhs = ne.rhs - l1 if kt_prior == "nonneg" else ne.rhs
             # Factor only the free block, except under vmap (where every block size
             # would be evaluated).
-            qp = exact.solve_qp(gram, rhs, prior=kt_prior, mask=mask, max_iters=max_iters,
-                                tol=tol, max_fallback_iters=opts["max_fallback_iters"],
-                                history=True, block_sizes=blocks)
+            # Differentiable: implicit differentiation of the KKT conditions on the
+            # final face (jax.grad/jvp/vjp w.r.t. x, y and the weights).
+            qp = _implicit.solve_qp_differentiable(
+                gram, rhs, prior=kt_prior, mask=mask, max_iters=max_iters, tol=tol,
+                max_fallback_iters=opts["max_fallback_iters"], history=True,
+                block_sizes=blocks)
+        else:  # the chosen candidate: the same implicit derivative on its face
+            # (the weight itself is chosen by an argmin: no derivative w.r.t. it)
+            sol_h = _implicit.face_solution(gram, ne.rhs,
+                                            jax.lax.stop_gradient(qp.solution),
+                                            mask & ~qp.active_set, eq)
+            qp = qp._replace(solution=sol_h)
         h = qp.solution
         hist = qp.objective_history + ne.half_yy + l1 * jnp.sum(jnp.abs(h))
         errs = jnp.full(hist.shape, jnp.nan, dtype).at[0].set(_driver.relative_error(h0, ref))
@@ -414,15 +428,33 @@ _STATIC = ("kernel_shape", "mode", "prior", "solver", "max_iters", "options", "a
 _core_jit = jax.jit(_core, static_argnames=_STATIC)
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC + ("shared_original",))
+@functools.partial(jax.jit, static_argnames=_STATIC + ("shared_original", "sequential"))
 def _core_batch(x, y, support, weights, tol, reference, candidates, w, *, shared_original,
-                **static):
+                sequential=False, **static):
     # With one shared original, x is not batched: XLA computes its FFT and normal
     # matrix once for the whole batch.
-    f = functools.partial(_core, batched=True, **static)
+    args = (x, y, support, weights, tol, reference, candidates, w)
     axes = (None if shared_original else 0, 0, None, 0, None,
             None if reference is None else 0, None, None if w is None else 0)
-    return jax.vmap(f, in_axes=axes)(x, y, support, weights, tol, reference, candidates, w)
+    if not sequential:
+        f = functools.partial(_core, batched=True, **static)
+        return jax.vmap(f, in_axes=axes)(*args)
+    # One pair after the other inside the one compiled call (lax.map): the exact
+    # solver can then factor only each pair's free block, which at camera kernel
+    # sizes beats a vmap that must factor the full matrix every iteration.
+    mapped = [a for a, ax in zip(args, axes) if ax == 0]
+
+    def one(slices):
+        it = iter(slices)
+        full = [next(it) if ax == 0 else a for a, ax in zip(args, axes)]
+        return _core(*full, batched=False, **static)
+
+    return jax.lax.map(one, mapped)
+
+
+def _sequential_batch(problem, s) -> bool:
+    """Whether a batch runs pair by pair (lax.map) rather than vmapped."""
+    return s.solver == "exact" and problem.n_taps > 256 and len(jax.devices()) == 1
 
 
 # ----------------------------------------------------------------------------
@@ -455,8 +487,6 @@ def _to_result(out: _Out, s: _Settings, problem, solver_requested, lead=()):
         kernel = kernel[..., ::-1, ::-1]
     stats = dict(out.stats)
     gain, background = stats.pop("gain"), stats.pop("background")
-    stats["centroid_offset"] = _diagnostics.centroid_offset(kernel)
-    stats["border_mass"] = _diagnostics.border_mass(kernel)
     return KernelEstimate(
         kernel=kernel, result=out.result, optimality=out.optimality, gain=gain,
         background=background,
@@ -600,7 +630,7 @@ def estimate_kernel(x, y, kernel_shape, *, max_kernel_shape=None, mode: _names.M
         if max_kernel_shape is not None:
             raise ValueError("max_kernel_shape applies only with kernel_shape='auto'.")
         est = _estimate_one(x, y, kernel_shape, **kw)
-    if _validation.is_concrete(est.result):
+    if all(_validation.is_concrete(a) for a in (est.result, est.kernel, x, y)):
         _diagnostics.warn(_diagnostics.input_messages(x, y)
                           + _diagnostics.estimate_messages(est, given_shape=not auto))
     return est
@@ -717,7 +747,7 @@ def estimate_kernels(xs, ys, kernel_shape, *, mode: _names.Mode = "valid",
             xs = jax.device_put(xs, sharding)
     out = _core_batch(xs, ys, problem.support, w, jnp.asarray(s.tol, dt), ref,
                       _candidates(s.auto, dt), pw, shared_original=problem.shared_original,
-                      **_static(problem, s))
+                      sequential=_sequential_batch(problem, s), **_static(problem, s))
     if padded != batch:
         out = jax.tree_util.tree_map(lambda a: a[:batch], out)
     est = _to_result(out, s, problem, solver, lead=(batch,))

@@ -35,6 +35,19 @@ Criterion = Literal["gcv", "upre", "discrepancy", "lcurve"]
 Channels = Literal["gray", "rgb", "keep"]
 """How image files with colour are read."""
 
+Background = Literal["none", "constant", "plane"]
+"""Named background models (an int ``d >= 0`` is a polynomial degree; see
+:func:`jdeconv.estimate_kernel`'s ``background=``)."""
+
+Loss = Literal["l2", "huber"]
+"""Data losses: least squares, or Huber (robust, by reweighted exact solves)."""
+
+Orientation = Literal["convolution", "correlation"]
+"""How a kernel is stored: as a convolution kernel, or flipped 180° (a correlation filter)."""
+
+NanPolicy = Literal["raise", "mask"]
+"""What NaN in the blurred image means: an error, or a masked pixel."""
+
 MODES: tuple[str, ...] = typing.get_args(Mode)
 METHODS: tuple[str, ...] = typing.get_args(Method)
 PRIORS: tuple[str, ...] = typing.get_args(Prior)
@@ -43,6 +56,10 @@ REGULARIZERS: tuple[str, ...] = typing.get_args(Regularizer)
 QUADRATIC_REGULARIZERS: tuple[str, ...] = typing.get_args(QuadraticRegularizer)
 CRITERIA: tuple[str, ...] = typing.get_args(Criterion)
 CHANNELS: tuple[str, ...] = typing.get_args(Channels)
+BACKGROUNDS: tuple[str, ...] = typing.get_args(Background)
+LOSSES: tuple[str, ...] = typing.get_args(Loss)
+ORIENTATIONS: tuple[str, ...] = typing.get_args(Orientation)
+NAN_POLICIES: tuple[str, ...] = typing.get_args(NanPolicy)
 
 #: Solvers that iterate with a gradient step (optax transformations + projection).
 FIRST_ORDER_SOLVERS: tuple[str, ...] = ("fista", "gd", "momentum", "adam")
@@ -59,3 +76,8 @@ FWHMMethod = Literal["profile", "moments"]
 
 PSF_MODEL_NAMES: tuple[str, ...] = typing.get_args(PSFModel)
 FWHM_METHODS: tuple[str, ...] = typing.get_args(FWHMMethod)
+
+TargetKind = Literal["binary", "noise"]
+"""Random calibration targets (see :func:`jdeconv.make_target`)."""
+
+TARGET_KINDS: tuple[str, ...] = typing.get_args(TargetKind)

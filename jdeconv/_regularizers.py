@@ -40,6 +40,11 @@ def check_regularization(regularization) -> dict[str, float]:
             f"{regularization!r}.")
     for name, w in regularization.items():
         _validation.check_choice("regularizer", name, REGULARIZERS)
+        if not _validation.is_concrete(w):  # a traced weight (jax.grad w.r.t. the weight)
+            weights[name] = w
+            continue
+        if isinstance(w, jax.Array) and w.ndim == 0:
+            w = w.item()
         try:
             w = float(w)
         except (TypeError, ValueError) as e:

@@ -210,6 +210,27 @@ def _eqp_any(G, b, free, eq, block_sizes: tuple):
                       G, b, free, eq)
 
 
+def gather_block(free, size: int):
+    """``(idx, valid)``: the free indices padded to ``size`` and which entries are real."""
+    idx = jnp.nonzero(free, size=size, fill_value=0)[0]
+    return idx, jnp.arange(size) < jnp.sum(free)
+
+
+def on_free_block(fn, free, block_sizes: tuple, *operands):
+    """``fn(idx, valid, *operands)`` on the smallest block that holds ``free``.
+
+    ``idx``/``valid`` come from :func:`gather_block`; without block sizes the
+    block is everything (``idx = arange(n)``, ``valid = free``).
+    """
+    n = free.shape[-1]
+    full = lambda *ops: fn(jnp.arange(n), free, *ops)  # noqa: E731
+    if not block_sizes:
+        return full(*operands)
+    branches = [lambda *ops, sz=sz: fn(*gather_block(free, sz), *ops) for sz in block_sizes]
+    i = jnp.searchsorted(jnp.asarray(block_sizes), jnp.sum(free))
+    return lax.switch(i, branches + [full], *operands)
+
+
 def default_block_sizes(n: int) -> tuple:
     """Powers of two from 64 below ``n / 2`` (larger free sets use the full factorisation)."""
     return tuple(sz for sz in (64, 128, 256, 512, 1024, 2048) if 2 * sz <= n)
@@ -356,15 +377,20 @@ def _active_set_solve(G, b, mask, eq, ineq, tol, lg, bmax, max_iters, max_total,
 
 
 @functools.partial(jax.jit, static_argnames=("history", "warm_start", "block_sizes"))
-def _solve(G, b, mask, tol, eq, ineq, max_iters, max_fallback_iters, history=0, warm_start=0,
-           block_sizes=()):
+def _solve(G, b, mask, tol, eq, ineq, max_iters, max_fallback_iters, initial_active=None,
+           history=0, warm_start=0, block_sizes=()):
     dt = G.dtype
     both = mask[:, None] & mask[None, :]
     lg = jnp.max(jnp.sum(jnp.abs(jnp.where(both, G, 0)), axis=1))
     lg = jnp.maximum(lg, jnp.finfo(dt).tiny)
     bmax = jnp.max(jnp.abs(jnp.where(mask, b, 0)))
 
-    A0 = _warm_start(G, b, mask, eq, ineq, lg, warm_start) if warm_start else ~mask
+    if initial_active is not None:
+        A0 = initial_active | ~mask
+    elif warm_start:
+        A0 = _warm_start(G, b, mask, eq, ineq, lg, warm_start)
+    else:
+        A0 = ~mask
     iters, A, h, done, fin, obj_h, opt_h = _active_set_solve(
         G, b, mask, eq, ineq, tol / 10, lg, bmax, max_iters, max_iters + max_fallback_iters,
         history, A0, block_sizes)
@@ -399,6 +425,7 @@ def solve_qp(
     history: bool = False,
     warm_start: int | None = None,
     block_sizes: tuple | None = None,
+    initial_active=None,
 ) -> QPResult:
     """Solve min 1/2 h^T G h - b^T h subject to ``prior`` on the support ``mask``.
 
@@ -428,6 +455,8 @@ def solve_qp(
         when the free set is much smaller than ``n`` (see
         :func:`default_block_sizes`); under ``jax.vmap`` every block size is
         evaluated, so leave it empty there.
+      initial_active: optional (n,) bool first guess of the taps at a bound
+        (e.g. the active set of a neighbouring problem); replaces the warm start.
 
     Returns:
       QPResult(solution, iterations, converged, kkt_residual, active_set,
@@ -463,9 +492,12 @@ def solve_qp(
     # them does not trigger a recompilation.
     size = int(max_iters) + int(max_fallback_iters) + 1 if history else 0
     if warm_start is None:
-        warm_start = 100 if n > 256 else 0
+        warm_start = 100 if n > 256 and initial_active is None else 0
+    if initial_active is not None:
+        initial_active = jnp.asarray(initial_active, bool)
     return _solve(
         G, b, mask, tol, eq, ineq,
-        jnp.int32(int(max_iters)), jnp.int32(int(max_fallback_iters)), history=size,
+        jnp.int32(int(max_iters)), jnp.int32(int(max_fallback_iters)), initial_active,
+        history=size,
         warm_start=int(warm_start), block_sizes=tuple(block_sizes or ()),
     )
