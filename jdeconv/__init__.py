@@ -49,6 +49,26 @@ _EXPORTS = {
     "choose_regularization": "_autoreg",
     "estimate_noise": "_noise_level",
     "FitWarning": "_diagnostics",
+    "fit_psf": "_fit_psf",
+    "PSFFit": "_fit_psf",
+    "PSF_MODELS": "_psf_models",
+    "ParametricPSF": "_psf_models",
+    "gaussian_psf": "_psf_models",
+    "elliptical_gaussian_psf": "_psf_models",
+    "moffat_psf": "_psf_models",
+    "airy_psf": "_psf_models",
+    "defocus_psf": "_psf_models",
+    "line_motion_psf": "_psf_models",
+    "zernike_psf": "_psf_models",
+    "kernel_moments": "_kernel_metrics",
+    "fwhm": "_kernel_metrics",
+    "ellipticity": "_kernel_metrics",
+    "mtf": "_kernel_metrics",
+    "mtf50": "_kernel_metrics",
+    "KernelMoments": "_kernel_metrics",
+    "FWHM": "_kernel_metrics",
+    "Ellipticity": "_kernel_metrics",
+    "MTF": "_kernel_metrics",
     "SOLVER_OPTIONS": "_estimate",
     "solve_qp_differentiable": "_implicit",
     "kernel_standard_errors": "_uncertainty",
@@ -107,7 +127,13 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from jdeconv._problem import Problem, make_problem
     from jdeconv._diagnostics import FitWarning
     from jdeconv._estimate import SOLVER_OPTIONS
+    from jdeconv._fit_psf import PSFFit, fit_psf
     from jdeconv._implicit import solve_qp_differentiable
+    from jdeconv._kernel_metrics import (FWHM, MTF, Ellipticity, KernelMoments, ellipticity,
+                                         fwhm, kernel_moments, mtf, mtf50)
+    from jdeconv._psf_models import (PSF_MODELS, ParametricPSF, airy_psf, defocus_psf,
+                                     elliptical_gaussian_psf, gaussian_psf, line_motion_psf,
+                                     moffat_psf, zernike_psf)
     from jdeconv._solution import RESULTS, EstimateError, KernelEstimate
     from jdeconv._uncertainty import (CalibrationTarget, ConditioningReport,
                                       IdentifiabilityWarning, KernelUncertainty,

@@ -23,8 +23,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jdeconv import (_autoreg, _conv, _diagnostics, _geometry, _gram, _implicit, _kernel_size,
                      _names,
-                     _noise_level, _priors, _problem, _regularizers, _validation,
-                     _weighted_gram)
+                     _noise_level, _priors, _problem, _regularizers, _uncertainty,
+                     _validation, _weighted_gram)
 from jdeconv._objective import Objective, lipschitz
 from jdeconv._solution import RESULTS, EstimateError, KernelEstimate
 from jdeconv._solvers import _driver, adam, exact, fista, fourier, gd, momentum
@@ -121,7 +121,8 @@ DEFAULT_ROBUST_STEPS = 10
 
 
 def _settings(problem, prior, solver, regularization, max_iters, tol, solver_options, *,
-              gain=False, background="none", loss="l2", orientation="convolution"):
+              gain=False, background="none", loss="l2", orientation="convolution",
+              standard_errors=False):
     prior = _validation.check_prior(prior)
     if not isinstance(gain, (bool, np.bool_)):
         raise TypeError(f"gain must be True or False, got {gain!r}.")
@@ -156,6 +157,9 @@ def _settings(problem, prior, solver, regularization, max_iters, tol, solver_opt
     if resolved == "fourier" and (special or loss != "l2"):
         raise ValueError("solver='fourier' divides spectra and cannot use masks, weights, a "
                          "gain, a background or a robust loss; use solver='exact'.")
+    if standard_errors and resolved != "exact":
+        raise ValueError(f"standard_errors=True needs the exact solver (the inverse of the "
+                         f"normal matrix on the free taps), got solver {resolved!r}.")
     if loss == "huber" and resolved != "exact":
         raise ValueError(f"loss='huber' runs reweighted exact solves; it needs solver 'exact' "
                          f"(or 'auto' with at most {EXACT_MAX_TAPS} taps), got {resolved!r}.")
@@ -168,7 +172,8 @@ def _settings(problem, prior, solver, regularization, max_iters, tol, solver_opt
     model = _Model(gain=bool(gain), background=degree,
                    weighted=problem.pixel_weights is not None,
                    inverse_variance=problem.inverse_variance, loss=loss,
-                   robust_steps=robust_steps if loss == "huber" else 0)
+                   robust_steps=robust_steps if loss == "huber" else 0,
+                   standard_errors=bool(standard_errors))
     return _Settings(prior, weights, auto, resolved, max_iters, tol, options, model,
                      orientation)
 
@@ -232,6 +237,7 @@ class _Model(NamedTuple):
     inverse_variance: bool = False
     loss: str = "l2"
     robust_steps: int = 0
+    standard_errors: bool = False
 
 
 def _core(x, y, support, weights, tol, reference, candidates, w, *, kernel_shape, mode, prior,
@@ -275,7 +281,7 @@ def _core(x, y, support, weights, tol, reference, candidates, w, *, kernel_shape
         return r if wt is None else jnp.sqrt(wt) * jnp.where(wt > 0, r, 0)
 
     def finish(h, result, opt, iters, hist, errs, objective, L, wts, dof, stats, elim=None,
-               wt=None):
+               wt=None, face=None):
         c = background_of(elim, h)
         r = weighted_residual(h, c, wt)
         rss = jnp.vdot(r, r)
@@ -298,6 +304,12 @@ def _core(x, y, support, weights, tol, reference, candidates, w, *, kernel_shape
         else:
             kernel, gain = h, jnp.ones((), dtype)
         hk = kernel.reshape(kernel_shape)
+        if model.standard_errors and face is not None:
+            gram_reg, active, gram_data = face
+            unc = _uncertainty.kernel_standard_errors(gram_reg, active, sigma, eq=eq,
+                                                      gram_data=gram_data)
+            se = unc.standard_errors / (jnp.abs(gain) if model.gain else 1.0)
+            stats = dict(stats, standard_errors=se.reshape(kernel_shape))
         stats = dict(stats, gain=gain, background=c,
                      centroid_offset=_diagnostics.centroid_offset(hk),
                      border_mass=_diagnostics.border_mass(hk))
@@ -403,7 +415,7 @@ def _core(x, y, support, weights, tol, reference, candidates, w, *, kernel_shape
         return finish(h, RESULTS.where(qp.converged, finite), qp.kkt_residual,
                       qp.iterations.astype(jnp.int32), hist, errs,
                       objective.value_from_grad(h, objective.grad(h)), L, weights, dof, stats,
-                      elim, wt)
+                      elim, wt, (gram, qp.active_set | ~mask, ne.gram))
 
     if solver == "gd":
         init, update = gd.make(L)
@@ -528,7 +540,7 @@ def estimate_kernel(x, y, kernel_shape, *, max_kernel_shape=None, mode: _names.M
                     solver_options: dict | None = None, mask=None, weights=None,
                     saturation=None, nan: str = "raise", gain: bool = False,
                     background="none", loss: str = "l2", orientation: str = "convolution",
-                    throw: bool = True) -> KernelEstimate:
+                    standard_errors: bool = False, throw: bool = True) -> KernelEstimate:
     """Estimates the kernel ``h`` with ``y ≈ conv2d(x, h, mode)``.
 
     Minimises ``½||conv2d(x, h) − y||² + regularisation`` over kernels in the
@@ -573,6 +585,12 @@ def estimate_kernel(x, y, kernel_shape, *, max_kernel_shape=None, mode: _names.M
         "decay_rate": 0.5}`` for adam, ``{"eps": 1e-3}`` for fourier,
         ``{"max_fallback_iters": 500}`` for exact (:data:`SOLVER_OPTIONS`);
         ``{"robust_steps": 10}`` with ``loss="huber"``.
+      standard_errors: also return per-tap standard errors of the kernel in
+        ``stats["standard_errors"]`` (exact solver): σ·sqrt(diag(K G K)) on the
+        free taps, K the inverse of the regularised normal matrix on the free
+        face (projected on Σh = 1 when the prior fixes it), σ the noise level;
+        0 for taps at a bound. The variance only: a regularised estimate is
+        also biased (see :func:`jdeconv.kernel_standard_errors`).
       mask: boolean image of ``y``'s shape, True = use the pixel (saturated
         highlights, hot pixels, cosmic rays, moving objects). The masked
         normal equations are still formed without im2col.
@@ -618,7 +636,7 @@ def estimate_kernel(x, y, kernel_shape, *, max_kernel_shape=None, mode: _names.M
               max_iters=max_iters, tol=tol, dtype=dtype, support=support, reference=reference,
               solver_options=solver_options, mask=mask, weights=weights, saturation=saturation,
               nan=nan, gain=gain, background=background, loss=loss, orientation=orientation,
-              throw=throw)
+              standard_errors=standard_errors, throw=throw)
     auto = isinstance(kernel_shape, str)
     if auto:
         if kernel_shape != "auto":
@@ -638,12 +656,13 @@ def estimate_kernel(x, y, kernel_shape, *, max_kernel_shape=None, mode: _names.M
 
 def _estimate_one(x, y, kernel_shape, *, mode, prior, solver, regularization, max_iters, tol,
                   dtype, support, reference, solver_options, mask, weights, saturation, nan,
-                  gain, background, loss, orientation, throw):
+                  gain, background, loss, orientation, standard_errors, throw):
     support, reference = _oriented_inputs(orientation, support, reference)
     problem = _problem.make_problem(x, y, kernel_shape, mode=mode, dtype=dtype, support=support,
                                     mask=mask, weights=weights, saturation=saturation, nan=nan)
     s = _settings(problem, prior, solver, regularization, max_iters, tol, solver_options,
-                  gain=gain, background=background, loss=loss, orientation=orientation)
+                  gain=gain, background=background, loss=loss, orientation=orientation,
+                  standard_errors=standard_errors)
     dt = problem.dtype
     ref = _reference(reference, problem.kernel_shape, dt, lead=())
     out = _core_jit(problem.x, problem.y, problem.support, _weights_arrays(s.weights, dt),
@@ -693,7 +712,7 @@ def estimate_kernels(xs, ys, kernel_shape, *, mode: _names.Mode = "valid",
                      solver_options: dict | None = None, mask=None, weights=None,
                      saturation=None, nan: str = "raise", gain: bool = False,
                      background="none", loss: str = "l2", orientation: str = "convolution",
-                     throw: bool = False) -> KernelEstimate:
+                     standard_errors: bool = False, throw: bool = False) -> KernelEstimate:
     """Estimates one kernel per pair of a batch in one jitted, vmapped call.
 
     Same arguments as :func:`estimate_kernel`, with ``xs`` (B, m, n) and ``ys``
@@ -726,7 +745,8 @@ def estimate_kernels(xs, ys, kernel_shape, *, mode: _names.Mode = "valid",
                                     support=support, batched=True, mask=mask, weights=weights,
                                     saturation=saturation, nan=nan)
     s = _settings(problem, prior, solver, regularization, max_iters, tol, solver_options,
-                  gain=gain, background=background, loss=loss, orientation=orientation)
+                  gain=gain, background=background, loss=loss, orientation=orientation,
+                  standard_errors=standard_errors)
     dt = problem.dtype
     batch = problem.batch_size
     xs, ys, pw = problem.x, problem.y, problem.pixel_weights
