@@ -49,6 +49,18 @@ _EXPORTS = {
     "choose_regularization": "_autoreg",
     "estimate_noise": "_noise_level",
     "FitWarning": "_diagnostics",
+    "conv2d_field": "_field_conv",
+    "conv2d_field_adjoint_kernels": "_field_conv",
+    "conv2d_field_adjoint_image": "_field_conv",
+    "KernelFieldOperator": "_field_conv",
+    "ImageFieldOperator": "_field_conv",
+    "kernel_field_operator": "_field_conv",
+    "image_field_operator": "_field_conv",
+    "estimate_psf_field": "_field",
+    "PSFField": "_field",
+    "TILE_RESULTS": "_field",
+    "estimate_psf_polynomial": "_field_poly",
+    "PolynomialPSF": "_field_poly",
     "fit_psf": "_fit_psf",
     "PSFFit": "_fit_psf",
     "PSF_MODELS": "_psf_models",
@@ -127,6 +139,11 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from jdeconv._problem import Problem, make_problem
     from jdeconv._diagnostics import FitWarning
     from jdeconv._estimate import SOLVER_OPTIONS
+    from jdeconv._field import TILE_RESULTS, PSFField, estimate_psf_field
+    from jdeconv._field_conv import (ImageFieldOperator, KernelFieldOperator, conv2d_field,
+                                     conv2d_field_adjoint_image, conv2d_field_adjoint_kernels,
+                                     image_field_operator, kernel_field_operator)
+    from jdeconv._field_poly import PolynomialPSF, estimate_psf_polynomial
     from jdeconv._fit_psf import PSFFit, fit_psf
     from jdeconv._implicit import solve_qp_differentiable
     from jdeconv._kernel_metrics import (FWHM, MTF, Ellipticity, KernelMoments, ellipticity,
