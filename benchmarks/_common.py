@@ -39,6 +39,18 @@ def test_kernel(k: int) -> np.ndarray:
     return np.asarray(jdeconv.data.gaussian_kernel(k, k / 6.0))
 
 
+def im2col(x, kernel_shape, mode: str = "valid") -> np.ndarray:
+    """The im2col matrix A (float64) with ``A @ h.ravel() == conv2d(x, h, mode).ravel()``.
+
+    The one reference the tests use too: the dense matrix of
+    ``jdeconv.kernel_operator(x, kernel_shape, mode)`` (``as_matrix``).
+    """
+    import jdeconv
+
+    op = jdeconv.kernel_operator(np.asarray(x, np.float64), kernel_shape, mode)
+    return np.asarray(op.as_matrix())
+
+
 def rel_err(h_est, h) -> float:
     h = np.asarray(h, np.float64)
     return float(np.linalg.norm(np.asarray(h_est, np.float64).reshape(h.shape) - h) / np.linalg.norm(h))

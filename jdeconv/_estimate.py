@@ -265,7 +265,10 @@ def _core(x, y, support, weights, tol, reference, candidates, w, *, kernel_shape
     def build(wt):
         """Normal equations in the kernel (background eliminated) for pixel weights ``wt``."""
         if not general:
-            return _gram.normal_equations_impl(x, y, kernel_shape, mode), None
+            # Under vmap the direct correlation becomes a grouped convolution, which is
+            # slow on CPU: batches form the right-hand side by FFT.
+            return _gram.normal_equations_impl(x, y, kernel_shape, mode,
+                                               "fft" if batched else "auto"), None
         ne_aug = _weighted_gram._ane_jit(xp, y, None if wt is None else wt, kernel_shape,
                                          model.background, "auto")
         elim = _weighted_gram._eliminate(ne_aug, nb)
@@ -696,13 +699,80 @@ def _oriented_inputs(orientation, support, reference):
 
 
 def _batch_sharding(batch_size):
-    """NamedSharding of the batch axis over all devices, or None on one device."""
+    """NamedSharding of the batch axis over all devices, or None on one device.
+
+    Under ``jax.distributed`` the devices are the global ones (every process's);
+    the batch is padded to a multiple of their number.
+    """
     devices = jax.devices()
     if len(devices) < 2:
         return None, batch_size
     padded = -(-batch_size // len(devices)) * len(devices)
     mesh = Mesh(np.asarray(devices), ("batch",))
     return NamedSharding(mesh, PartitionSpec("batch")), padded
+
+
+def _multiprocess(a) -> bool:
+    """Whether ``a`` must be assembled as a global array (several processes, concrete data)."""
+    return jax.process_count() > 1 and _validation.is_concrete(a)
+
+
+def _place(a, sharding):
+    """Places an array on ``sharding`` (None stays None).
+
+    One process: ``jax.device_put``. Several processes (``jax.distributed``):
+    every process holds the same full array, and each contributes the slices of
+    its own devices (``jax.make_array_from_callback``).
+    """
+    if a is None:
+        return a
+    if not _multiprocess(a):
+        return jax.device_put(a, sharding)
+    host = np.asarray(a)
+    return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+
+def _core_sharded(sharding, x, y, support, weights, tol, reference, candidates, w, *,
+                  shared_original, **static):
+    """:func:`_core_batch` with the batch split over the devices of ``sharding``.
+
+    Each device runs the vmapped core on its own pairs (``shard_map``): the pairs
+    are independent, so the compiled program has no collectives (a batch
+    sharded by the partitioner instead gathers inside the solver's loops, and
+    on several CPU devices it deadlocks). The unbatched inputs are replicated.
+    """
+    args = (x, y, support, weights, tol, reference, candidates, w)
+    batched = (not shared_original, True, False, True, False, True, False, True)
+    replicated = NamedSharding(sharding.mesh, PartitionSpec())
+    args = tuple(jax.tree_util.tree_map(lambda a, b=b: _place(a, sharding if b else replicated),
+                                        arg) for arg, b in zip(args, batched))
+    return _core_shard_map(*args, mesh=sharding.mesh, batched=batched,
+                           shared_original=shared_original, **static)
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC + ("shared_original", "sequential", "mesh",
+                                                       "batched"))
+def _core_shard_map(*args, mesh, batched, **static):
+    specs = tuple(PartitionSpec("batch") if b else PartitionSpec() for b in batched)
+    per_device = functools.partial(_core_batch, **static)
+    if hasattr(jax, "shard_map"):
+        mapped = jax.shard_map(per_device, mesh=mesh, in_specs=specs,
+                               out_specs=PartitionSpec("batch"), check_vma=False)
+    else:  # jax < 0.7
+        from jax.experimental.shard_map import shard_map
+        mapped = shard_map(per_device, mesh=mesh, in_specs=specs,
+                           out_specs=PartitionSpec("batch"), check_rep=False)
+    return mapped(*args)
+
+
+def _gather_batch(out, sharding):
+    """With several processes, the full batch result on every process (one all-gather)."""
+    leaves = jax.tree_util.tree_leaves(out)
+    if sharding is None or not leaves or not _multiprocess(leaves[0]):
+        return out
+    replicated = NamedSharding(sharding.mesh, PartitionSpec())
+    full = jax.jit(lambda t: t, out_shardings=replicated)(out)
+    return jax.tree_util.tree_map(lambda a: a.addressable_data(0), full)
 
 
 def estimate_kernels(xs, ys, kernel_shape, *, mode: _names.Mode = "valid",
@@ -761,13 +831,13 @@ def estimate_kernels(xs, ys, kernel_shape, *, mode: _names.Mode = "valid",
         xs = xs if problem.shared_original else grow(xs)
         ref = None if ref is None else grow(ref)
         w = {k: grow(v) for k, v in w.items()}
-    if sharding is not None:
-        ys = jax.device_put(ys, sharding)
-        if not problem.shared_original:
-            xs = jax.device_put(xs, sharding)
-    out = _core_batch(xs, ys, problem.support, w, jnp.asarray(s.tol, dt), ref,
+    # Several devices: each runs its share of the pairs; under jax.distributed every
+    # process passes the full batch and gets the full result back.
+    core = _core_batch if sharding is None else functools.partial(_core_sharded, sharding)
+    out = core(xs, ys, problem.support, w, jnp.asarray(s.tol, dt), ref,
                       _candidates(s.auto, dt), pw, shared_original=problem.shared_original,
                       sequential=_sequential_batch(problem, s), **_static(problem, s))
+    out = _gather_batch(out, sharding)  # every process returns the whole batch
     if padded != batch:
         out = jax.tree_util.tree_map(lambda a: a[:batch], out)
     est = _to_result(out, s, problem, solver, lead=(batch,))

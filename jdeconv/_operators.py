@@ -9,6 +9,7 @@ closed-form adjoint), so it can be passed through ``jax.jit`` and ``jax.vmap``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -23,8 +24,13 @@ def _check_vector(name, a, shape):
                          f"expected {tuple(shape)}.")
 
 
+@functools.partial(jax.jit, static_argnums=1)
 def _dense(op, dtype):
-    """Dense matrix of a linear operator, one column per basis vector (small problems only)."""
+    """Dense matrix of a linear operator, one column per basis vector (small problems only).
+
+    Jitted: one compiled program per operator shape (eager ``vmap`` would dispatch, and
+    compile, every primitive separately).
+    """
     basis = jnp.eye(int(np.prod(op.in_shape)), dtype=dtype)
     cols = jax.vmap(lambda e: op.matvec(e.reshape(op.in_shape)).ravel())(basis)
     return cols.T

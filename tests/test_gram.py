@@ -1,14 +1,14 @@
 """Tests for jdeconv._gram: normal equations without the im2col matrix."""
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import scipy.signal  # noqa: E402
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.signal
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from jdeconv._gram import (  # noqa: E402
+from jdeconv._gram import (
     NormalEquations,
     gram_matrix,
     gram_matvec,
@@ -16,8 +16,8 @@ from jdeconv._gram import (  # noqa: E402
     normal_rhs,
     quadratic_value,
 )
-from jdeconv._geometry import output_shape  # noqa: E402
-import jdeconv  # noqa: E402
+from jdeconv._geometry import output_shape
+import jdeconv
 
 MODES = ("valid", "full", "circular")
 
@@ -79,7 +79,7 @@ ALL_CASES = (
 
 _settings = settings(
     deadline=None,
-    max_examples=40,
+    max_examples=15,
     suppress_health_check=[HealthCheck.too_slow],
     derandomize=True,
 )

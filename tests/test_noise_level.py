@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jdeconv
-from jdeconv._noise_level import estimate_noise
+from jdeconv import estimate_noise
 
 
 @pytest.fixture(scope="module")
@@ -14,9 +14,9 @@ def blurred():
     """Blurred natural images (valid part): two photographs, a Gaussian and a disk blur."""
     out = {}
     for name in ("camera", "coffee"):
-        x = jdeconv.natural_image(name, shape=128)
-        for kname, h in (("gauss", jdeconv.gaussian_kernel(9, 1.5)),
-                         ("disk", jdeconv.disk_kernel(11, 4.0))):
+        x = jdeconv.data.natural_image(name, shape=128)
+        for kname, h in (("gauss", jdeconv.data.gaussian_kernel(9, 1.5)),
+                         ("disk", jdeconv.data.disk_kernel(11, 4.0))):
             out[name, kname] = np.asarray(jdeconv.conv2d(x, h))
     return out
 
@@ -24,7 +24,7 @@ def blurred():
 @pytest.mark.parametrize("sigma", [0.002, 0.005, 0.01, 0.02])
 def test_within_10_percent(blurred, sigma):
     for key, y in blurred.items():
-        noisy = jdeconv.add_gaussian_noise(y, sigma, seed=3)
+        noisy = jdeconv.data.add_gaussian_noise(y, sigma, seed=3)
         est = float(estimate_noise(noisy))
         assert abs(est / sigma - 1) < 0.10, (key, sigma, est)
 
@@ -33,15 +33,15 @@ def test_within_10_percent(blurred, sigma):
 def test_within_10_percent_8bit(blurred, sigma):
     # 8-bit quantisation adds 1/(255 sqrt 12) ~ 0.0011 in quadrature: < 2.5 % at 0.005.
     for key, y in blurred.items():
-        noisy = jdeconv.quantize(jdeconv.add_gaussian_noise(y, sigma, seed=4), 8)
+        noisy = jdeconv.data.quantize(jdeconv.data.add_gaussian_noise(y, sigma, seed=4), 8)
         est = float(estimate_noise(noisy))
         assert abs(est / sigma - 1) < 0.10, (key, sigma, est)
 
 
 def test_fractal_image():
-    x = jdeconv.fractal_image(128, seed=2)
-    y = np.asarray(jdeconv.conv2d(x, jdeconv.gaussian_kernel(9, 1.5)))
-    est = float(estimate_noise(jdeconv.add_gaussian_noise(y, 0.005, seed=1)))
+    x = jdeconv.data.fractal_image(128, seed=2)
+    y = np.asarray(jdeconv.conv2d(x, jdeconv.data.gaussian_kernel(9, 1.5)))
+    est = float(estimate_noise(jdeconv.data.add_gaussian_noise(y, 0.005, seed=1)))
     assert abs(est / 0.005 - 1) < 0.10
 
 
@@ -50,13 +50,13 @@ def test_clean_blurred_image_is_small(blurred):
 
 
 def test_scale_equivariant(blurred):
-    y = jdeconv.add_gaussian_noise(blurred["coffee", "disk"], 0.01, seed=0)
+    y = jdeconv.data.add_gaussian_noise(blurred["coffee", "disk"], 0.01, seed=0)
     a, b = float(estimate_noise(y)), float(estimate_noise(255.0 * y + 7.0))
     assert b == pytest.approx(255.0 * a, rel=1e-8)
 
 
 def test_jit_vmap_match_loop(blurred):
-    ys = jnp.stack([jnp.asarray(jdeconv.add_gaussian_noise(blurred["camera", "gauss"], s, seed=1))
+    ys = jnp.stack([jnp.asarray(jdeconv.data.add_gaussian_noise(blurred["camera", "gauss"], s, seed=1))
                     for s in (0.002, 0.01, 0.02)])
     loop = np.array([float(estimate_noise(y)) for y in ys])
     np.testing.assert_allclose(np.asarray(jax.vmap(estimate_noise)(ys)), loop, rtol=1e-10)
@@ -64,7 +64,7 @@ def test_jit_vmap_match_loop(blurred):
 
 
 def test_float32(blurred):
-    y = jdeconv.add_gaussian_noise(blurred["camera", "gauss"], 0.01, seed=5)
+    y = jdeconv.data.add_gaussian_noise(blurred["camera", "gauss"], 0.01, seed=5)
     est = estimate_noise(jnp.asarray(y, jnp.float32))
     assert est.dtype == jnp.float32
     assert abs(float(est) / 0.01 - 1) < 0.10

@@ -18,6 +18,22 @@ Example YAML::
     sweep:
       solver.name: [gd, fista]
 
+Real calibration pairs (issue 12) have their keys in ``model``: ``kernel_shape:
+auto`` (with ``max_kernel_shape``), ``gain``, ``background`` (none, constant,
+plane or a polynomial degree), ``loss`` (l2, huber), ``orientation``
+(convolution, correlation: also for the truth and support files),
+``saturation``, ``nan`` (raise, mask) and ``weights: poisson``; per-pixel
+files in ``data.files`` (``mask``, ``weights``); ``data.channels: rgb`` for
+one kernel per colour channel. Synthetic pairs can be made real-like with
+``data.synthetic.kernel_shape`` / ``kernel_offset`` (an off-centre true
+kernel), ``gain`` / ``offset`` (an exposure change) and ``spots`` /
+``spot_value`` / ``saturation_level`` (clipped highlights)::
+
+    data:
+      synthetic: {image: natural:camera, image_shape: 160, kernel: motion, kernel_shape: 11,
+                  kernel_offset: [3, -2], gain: 0.97, offset: 0.008, bits: 8}
+    model: {mode: same, kernel_shape: auto, gain: true, background: constant}
+
 Mistakes become one-line :class:`ConfigError` messages that name the full key
 path, e.g. ``solver.max_iter: unknown key; did you mean 'max_iters'?``. Sizes,
 counts and the file itself are bounded (a config file of at most 1 MB, nesting
@@ -52,7 +68,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationE
                       field_validator, model_validator)
 
 from jdeconv import _limits
-from jdeconv._names import Mode, Prior, Solver
+from jdeconv._names import (BACKGROUNDS, Loss, Mode, NanPolicy, Orientation, Prior, Solver)
 from jdeconv.experiment._pairs import default_kernel_params
 
 __all__ = [
@@ -84,7 +100,13 @@ MAX_BATCH = 65_536
 MAX_NAME_LENGTH = 100
 
 #: Keys that hold file paths (resolved against the config file's directory or the current one).
-PATH_KEYS = ("data.files.original", "data.files.blurred", "data.files.truth", "prior.support")
+PATH_KEYS = ("data.files.original", "data.files.blurred", "data.files.truth", "data.files.mask",
+             "data.files.weights", "prior.support")
+#: Highest polynomial degree of ``model.background`` (the engine's bound,
+#: ``jdeconv._weighted_gram._MAX_BACKGROUND_DEGREE``; a test keeps them equal).
+MAX_BACKGROUND_DEGREE = 10
+#: Most bright spots ``data.synthetic.spots`` adds to a synthetic original.
+MAX_SPOTS = 100_000
 
 
 class ConfigError(ValueError):
@@ -145,6 +167,94 @@ def _count_type(minimum: int, maximum: int):
 
 ImageShape = _shape_type(_limits.MAX_IMAGE_SIDE)
 KernelShape = _shape_type(_limits.MAX_KERNEL_SIDE)
+
+
+def _whole(v: Any) -> int | None:
+    """``v`` as an int when it is a whole number (not a bool), else None."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+        return int(v)
+    return None
+
+
+def _kernel_shape_or_auto(value: Any) -> Any:
+    """``auto``, or a kernel box (an int, ``"15x11"`` or a pair), checked here in full.
+
+    Everything is decided before pydantic's union sees the value, so a mistake
+    is one message at ``model.kernel_shape`` rather than one per union member.
+    """
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    if isinstance(value, float) and _whole(value) is not None:
+        value = _whole(value)
+    value = _pair(value)
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise ValueError(f"expected 2 entries (a pair like [15, 15]) or auto, got {list(value)!r}")
+        sides = [_whole(v) for v in value]
+        if None not in sides:
+            if any(v <= 0 or v > _limits.MAX_KERNEL_SIDE for v in sides):
+                raise ValueError(f"expected positive sizes of at most {_limits.MAX_KERNEL_SIDE}, "
+                                 f"got {sides}")
+            return tuple(sides)
+        for v in value:
+            if isinstance(v, float) and (not math.isfinite(v) or v > _limits.MAX_KERNEL_SIDE):
+                raise ValueError(f"expected positive sizes of at most {_limits.MAX_KERNEL_SIDE}, "
+                                 f"got {[float(w) for w in value]}")
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    raise ValueError(f"expected an int or a pair like [15, 11], or auto, got {shown}")
+
+
+KernelShapeOrAuto = Annotated[Union[Literal["auto"], tuple[int, int]],
+                              BeforeValidator(_kernel_shape_or_auto)]
+
+
+def _background(value: Any) -> Any:
+    """``none`` / ``constant`` / ``plane`` or a polynomial degree ``0..MAX_BACKGROUND_DEGREE``."""
+    if value is None:
+        return "none"
+    if isinstance(value, str):
+        key = value.strip().lower()
+        if key in BACKGROUNDS:
+            return key
+        if key.isdigit():
+            value = int(key)
+        else:
+            match = difflib.get_close_matches(key, list(BACKGROUNDS), n=1, cutoff=0.5)
+            raise ValueError(f"expected none, constant, plane or a polynomial degree (an integer "
+                             f"0..{MAX_BACKGROUND_DEGREE}), got {value!r}"
+                             + (f"; did you mean {match[0]!r}?" if match else ""))
+    degree = _whole(value)
+    if degree is None or not 0 <= degree <= MAX_BACKGROUND_DEGREE:
+        raise ValueError(f"expected none, constant, plane or a polynomial degree (an integer "
+                         f"0..{MAX_BACKGROUND_DEGREE}), got {value!r}")
+    return degree
+
+
+BackgroundModel = Annotated[Union[Literal["none", "constant", "plane"], int],
+                            BeforeValidator(_background)]
+
+
+def _offset(value: Any) -> Any:
+    """A kernel offset: an int (both axes) or a pair of ints, each within the kernel bound."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        value = (value, value)
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        for v in value:
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and (
+                    not math.isfinite(v) or abs(v) > _limits.MAX_KERNEL_SIDE):
+                raise ValueError(f"expected offsets of at most {_limits.MAX_KERNEL_SIDE} pixels, "
+                                 f"got {list(value)}")
+    return value
+
+
+KernelOffset = Annotated[tuple[int, int], BeforeValidator(_offset)]
 Iterations = _count_type(1, _limits.MAX_ITERS)
 Seed = _count_type(0, 2**63 - 1)
 Batch = _count_type(1, MAX_BATCH)
@@ -200,6 +310,22 @@ class SyntheticData(_Section):
     noise: NoiseConfig = Field(default_factory=NoiseConfig)
     bits: Literal[8, 16] | None = Field(
         None, description="quantise original and blurred images to 8 or 16 bits (null: keep floats)")
+    kernel_shape: KernelShape | None = Field(
+        None, description="box of the true kernel (null: model.kernel_shape; required when "
+        "model.kernel_shape is auto)")
+    kernel_offset: KernelOffset = Field(
+        (0, 0), description="shift [rows, cols] of the true kernel from the centre of its box: the "
+        "truth's box grows by 2|offset| per axis and the kernel sits off-centre in it (real "
+        "kernels sit up to several pixels off-centre)")
+    gain: float = Field(1.0, gt=0.0, description="photometric gain g: y = g * conv2d(x, h) + offset")
+    offset: float = Field(0.0, description="constant added to the blurred image (a background)")
+    spots: _count_type(0, MAX_SPOTS) = Field(  # type: ignore[valid-type]
+        0, description="number of bright spots (Gaussian blobs of sigma 1 px, peak spot_value) "
+        "added to the scene before blurring: highlights that saturate")
+    spot_value: float = Field(2.0, gt=0.0, description="peak value of each bright spot")
+    saturation_level: float | None = Field(
+        None, gt=0.0, description="sensor full well: original and blurred images are clipped at "
+        "this level (null: no clipping); estimate with model.saturation at or just below it")
 
 
 class FilesData(_Section):
@@ -207,7 +333,15 @@ class FilesData(_Section):
 
     original: str = Field(description="path of the original (sharp) image")
     blurred: str = Field(description="path of the blurred image")
-    truth: str | None = Field(None, description="path of the true kernel (.npy or .csv), if known")
+    truth: str | None = Field(
+        None, description="path of the true kernel (.npy or .csv), if known; in "
+        "model.orientation (a correlation filter when orientation is correlation)")
+    mask: str | None = Field(
+        None, description="pixels of the blurred image to use: an image or .npy file of its "
+        "shape, nonzero/True = use (saturated highlights, hot pixels, moving objects: 0)")
+    weights: str | None = Field(
+        None, description=".npy file of per-pixel inverse variances of the blurred image "
+        "(0 = not used); for Poisson weights use model.weights: poisson")
 
 
 class DataConfig(_Section):
@@ -216,6 +350,10 @@ class DataConfig(_Section):
     files: FilesData | None = None
     synthetic: SyntheticData | None = None
     batch: Batch = Field(1, description="number of synthetic pairs (seeds seed, seed+1, ...)")
+    channels: Literal["gray", "rgb"] = Field(
+        "gray", description="gray: one kernel (RGB files averaged to gray); rgb: one kernel per "
+        "colour channel (files read as RGB; synthetic originals from seeds seed, seed+1, seed+2 "
+        "blurred by the same kernel)")
 
     @model_validator(mode="before")
     @classmethod
@@ -230,6 +368,9 @@ class DataConfig(_Section):
             raise ValueError("give either files or synthetic, not both")
         if self.files is not None and self.batch != 1:
             raise ValueError("batch applies to synthetic data only; remove it or set it to 1")
+        if self.channels == "rgb" and self.batch != 1:
+            raise ValueError("channels: rgb estimates one kernel per channel of one pair; set "
+                             "batch to 1")
         if self.synthetic is not None:
             m, n = self.synthetic.image_shape
             if self.batch * m * n > _limits.MAX_IMAGE_PIXELS:
@@ -238,11 +379,74 @@ class DataConfig(_Section):
         return self
 
 
+def _psf_model(value: Any) -> Any:
+    if value is None:
+        return None
+    from jdeconv.experiment._psf_fit import check_model
+
+    return check_model(value)
+
+
+def _field_grid(value: Any) -> Any:
+    if value is None:
+        return None
+    from jdeconv.experiment._field_run import parse_grid
+
+    if isinstance(value, (list, tuple)):
+        value = "x".join(str(v) for v in value) if value else "[]"
+    elif isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValueError(f"expected [gy, gx] or 'GYxGX', got {value!r}")
+    return parse_grid(value)
+
+
 class ModelConfig(_Section):
-    """The forward model ``y = conv2d(x, h, mode)`` with ``h`` of ``kernel_shape``."""
+    """The forward model ``y ≈ gain · conv2d(x, h, mode) + background`` and the pixels that count."""
 
     mode: Mode = "valid"
-    kernel_shape: KernelShape = Field((15, 15), description="int or [k, l]")
+    kernel_shape: KernelShapeOrAuto = Field(
+        (15, 15), description="int, [k, l] or auto (the box from the data: estimated on a generous "
+        "box, then the smallest centred box holding the kernel's support)")
+    max_kernel_shape: KernelShape | None = Field(
+        None, description="the generous box of kernel_shape: auto (null: the largest odd square "
+        "up to 51 within a third of the image); same and circular modes only")
+    gain: bool = Field(False, description="fit a free scale g jointly with the kernel")
+    background: BackgroundModel = Field(
+        "none", description="background fitted jointly: none, constant, plane or a polynomial "
+        f"degree 0..{MAX_BACKGROUND_DEGREE}")
+    loss: Loss = Field("l2", description="l2 or huber (robust to outliers no mask names; exact "
+                       "solver)")
+    orientation: Orientation = Field(
+        "convolution", description="convolution, or correlation: the returned kernel and any "
+        "truth or support files are flipped 180 degrees")
+    saturation: float | None = Field(
+        None, gt=0.0, description="level: pixels of y at or above it, and pixels of y whose "
+        "footprint covers a pixel of x at or above it, are not used (null: all used)")
+    nan: NanPolicy = Field("raise", description="NaN in the blurred image: raise (an error) or "
+                           "mask (not used)")
+    weights: Literal["poisson"] | None = Field(
+        None, description="poisson: inverse-variance weights 1/y (shot noise); per-pixel weights "
+        "from a file: data.files.weights")
+    psf_model: Annotated[str | None, BeforeValidator(_psf_model)] = Field(
+        None, description="fit a parametric PSF (gaussian, elliptical_gaussian, moffat, airy, "
+        "defocus, line_motion, zernike) besides the nonparametric kernel; the fit's kernel is "
+        "saved and its parameters go to metrics.json (psf_fit)")
+    psf_init: dict[str, Any] | None = Field(
+        None, description="starting parameters of the parametric fit (null: from the "
+        "nonparametric estimate)")
+    grid: Annotated[tuple[int, int] | None, BeforeValidator(_field_grid)] = Field(
+        None, description="[gy, gx]: also estimate a spatially varying PSF on gy x gx tiles "
+        "(kernels.npy, plot_field_*.png, metrics.json field)")
+    overlap: float = Field(0.1, ge=0.0, lt=1.0, description="tile overlap fraction (model.grid)")
+    coupling: float = Field(0.0, ge=0.0, description="weight tying neighbouring tiles' kernels "
+                            "(model.grid)")
+    field_degree: int | None = Field(
+        None, ge=0, le=6, description="polynomial field of this degree instead of tiles, "
+        "evaluated at the model.grid tile centres")
+
+    @property
+    def auto(self) -> bool:
+        """True when the kernel box is chosen from the data."""
+        return self.kernel_shape == "auto"
 
 
 class PriorConfig(_Section):
@@ -284,6 +488,9 @@ class OutputsConfig(_Section):
         "(recorded by the solver itself: estimate_kernel(..., reference=truth))")
     warm_timing: bool = Field(
         False, description="also time a second, compiled call (timing.warm_s; costs a second solve)")
+    standard_errors: bool = Field(
+        False, description="per-tap standard errors (exact solver): stderr.npy and "
+        "plot_kernel_errors.png")
 
 
 def _check_regularization(value: Any) -> Any:
@@ -324,6 +531,7 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _cross_checks(self):
+        self._check_model()
         sup = self.prior.support
         if isinstance(sup, list):
             shape = (len(sup), len(sup[0]) if sup else 0)
@@ -334,18 +542,76 @@ class Config(_Section):
                     f"{sorted({len(r) for r in sup})}")
         if self.data.synthetic is not None and self.data.synthetic.kernel_params is None:
             syn = self.data.synthetic.model_copy(update={
-                "kernel_params": default_kernel_params(self.data.synthetic.kernel, self.model.kernel_shape)})
+                "kernel_params": default_kernel_params(self.data.synthetic.kernel,
+                                                       self.kernel_base_shape())})
             object.__setattr__(self, "data", self.data.model_copy(update={"synthetic": syn}))
         if self.data.synthetic is not None:
-            m, n = self.data.synthetic.image_shape
-            k, l = self.model.kernel_shape
-            if self.model.mode in ("valid", "circular") and (k > m or l > n):
-                raise ValueError(
-                    f"model.kernel_shape: {[k, l]} is larger than data.synthetic.image_shape {[m, n]} "
-                    f"in mode {self.model.mode!r}")
+            self._check_synthetic_boxes()
         return self
 
+    def _check_model(self) -> None:
+        model, files = self.model, self.data.files
+        if model.max_kernel_shape is not None:
+            if not model.auto:
+                raise ValueError("model.max_kernel_shape: applies only with model.kernel_shape: "
+                                 "auto; remove it or set kernel_shape: auto")
+            if model.mode in ("valid", "full"):
+                raise ValueError(f"model.max_kernel_shape: has no effect in mode {model.mode!r} "
+                                 "(the images' shapes fix the box there); remove it or use mode "
+                                 "same")
+        if model.auto and self.prior.support is not None:
+            raise ValueError("prior.support: a support mask needs a fixed model.kernel_shape, "
+                             "not auto")
+        if model.weights is not None and files is not None and files.weights is not None:
+            raise ValueError("model.weights: give either model.weights: poisson or "
+                             "data.files.weights, not both")
+        if model.auto and self.data.synthetic is not None and \
+                self.data.synthetic.kernel_shape is None:
+            raise ValueError("data.synthetic.kernel_shape: required when model.kernel_shape is "
+                             "auto (the box the true kernel is made in), e.g. kernel_shape: 15")
+
+    def _check_synthetic_boxes(self) -> None:
+        m, n = self.data.synthetic.image_shape
+        K, L = self.truth_shape()
+        mode = self.model.mode
+        if not self.model.auto:
+            k, l = self.model.kernel_shape
+            if mode in ("valid", "circular") and (k > m or l > n):
+                raise ValueError(
+                    f"model.kernel_shape: {[k, l]} is larger than data.synthetic.image_shape "
+                    f"{[m, n]} in mode {mode!r}")
+            if mode in ("valid", "full") and (K, L) != (k, l):
+                raise ValueError(
+                    f"model.kernel_shape: {[k, l]} differs from the true kernel's box {[K, L]} "
+                    "(data.synthetic.kernel_shape grown by 2|kernel_offset|); in mode "
+                    f"{mode!r} the images' shapes fix the box: set model.kernel_shape to "
+                    f"{[K, L]} or auto, or use mode same")
+        if K > m or L > n:
+            raise ValueError(
+                f"data.synthetic.kernel_shape: the true kernel's box {[K, L]} is larger than "
+                f"data.synthetic.image_shape {[m, n]}")
+
     # -- helpers -----------------------------------------------------------
+
+    def kernel_base_shape(self) -> tuple[int, int]:
+        """The box a synthetic kernel is made in (``data.synthetic.kernel_shape`` or the model's)."""
+        syn = self.data.synthetic
+        if syn is not None and syn.kernel_shape is not None:
+            return tuple(syn.kernel_shape)
+        if self.model.auto:  # only reached for files data, where nothing is made
+            return (15, 15)
+        return tuple(self.model.kernel_shape)
+
+    def truth_shape(self) -> tuple[int, int] | None:
+        """The box of the synthetic true kernel: the base box grown by ``2|kernel_offset|``.
+
+        None for file data (the truth file, if any, has its own shape).
+        """
+        syn = self.data.synthetic
+        if syn is None:
+            return None
+        (k, l), (dr, dc) = self.kernel_base_shape(), syn.kernel_offset
+        return (k + 2 * abs(dr), l + 2 * abs(dc))
 
     def regularization_dict(self) -> dict[str, float] | str | None:
         """What the engine takes: None, ``"auto"`` or ``{name: weight}`` (nonzero weights only)."""
@@ -358,9 +624,16 @@ class Config(_Section):
     def resolved(self) -> dict[str, Any]:
         """The configuration as plain data with every default filled in."""
         out = self.model_dump(mode="json")
-        out["model"]["kernel_shape"] = list(self.model.kernel_shape)
-        if out["data"]["synthetic"] is not None:
-            out["data"]["synthetic"]["image_shape"] = list(self.data.synthetic.image_shape)
+        if not self.model.auto:
+            out["model"]["kernel_shape"] = list(self.model.kernel_shape)
+        if self.model.max_kernel_shape is not None:
+            out["model"]["max_kernel_shape"] = list(self.model.max_kernel_shape)
+        syn = self.data.synthetic
+        if syn is not None:
+            out["data"]["synthetic"]["image_shape"] = list(syn.image_shape)
+            out["data"]["synthetic"]["kernel_offset"] = list(syn.kernel_offset)
+            if syn.kernel_shape is not None:
+                out["data"]["synthetic"]["kernel_shape"] = list(syn.kernel_shape)
         return out
 
     def to_yaml(self) -> str:
@@ -537,7 +810,7 @@ def _clean_loc(loc: tuple) -> list:
     return parts
 
 
-_SHAPE_KEYS = ("kernel_shape", "image_shape")
+_SHAPE_KEYS = ("kernel_shape", "image_shape", "max_kernel_shape", "kernel_offset")
 
 
 def _format(exc: ValidationError, where: str = "") -> str:
@@ -555,7 +828,8 @@ def _format(exc: ValidationError, where: str = "") -> str:
     message = _expected(err)
     if parts and parts[-1] in _SHAPE_KEYS and err["type"] not in (
             "value_error", "greater_than", "too_short", "too_long"):
-        message = "expected an int or a pair like [15, 11]"
+        message = ("expected an int or a pair like [2, -3]" if parts[-1] == "kernel_offset"
+                   else "expected an int or a pair like [15, 11]")
     elif parts == ["regularization"] and err["type"] != "value_error":
         message = "expected null, 'auto' or a mapping of weights such as {smooth: 0.01}"
     if err["type"] not in ("missing", "value_error") and "input" in err:

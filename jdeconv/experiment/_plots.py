@@ -18,8 +18,8 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-__all__ = ["curve_panel", "figure", "image_panel", "plot_convergence", "plot_kernels",
-           "plot_residual", "plot_sweep", "run_title", "short_key"]
+__all__ = ["curve_panel", "figure", "image_panel", "plot_convergence", "plot_kernel_size",
+           "plot_kernels", "plot_residual", "plot_sweep", "run_title", "short_key"]
 
 Curve = tuple[np.ndarray, np.ndarray]
 
@@ -199,6 +199,35 @@ def plot_residual(path, y: np.ndarray, residual: np.ndarray, *, kernel_shape, mo
     image_panel(fig, axes[0][2], residual,
                 "residual conv2d(x, ĥ) - y" + (" (fitted region boxed)" if box else ""),
                 diverging=True, vmax=lim, box=box)
+    return _save(fig, path, title)
+
+
+def plot_kernel_size(path, sizes, criterion, chosen, *, title: str = "") -> Figure:
+    """The ``kernel_shape: auto`` criterion against the box side, the chosen box marked.
+
+    The criterion (residual RMS over the noise level of the generous-box
+    kernel cropped to each odd side, on the pixels every side shares) falls to
+    about 1 once the box holds the kernel; dotted lines mark the chosen box's
+    sides (rows and columns) and a dashed line the value 1.
+
+    Args:
+        path: PNG to write.
+        sizes: the odd sides evaluated.
+        criterion: the criterion at each side.
+        chosen: the chosen box ``(k, l)``.
+        title: the plot's title.
+    """
+    fig, axes = figure(1, size=(5.6, 4.0))
+    ax = axes[0][0]
+    curve_panel(ax, {"criterion": (np.asarray(sizes, float), np.asarray(criterion, float))},
+                xlabel="box side (px)", ylabel="residual RMS / noise level", log=None)
+    k, l = (int(v) for v in chosen)
+    for side, what in sorted({(k, "rows"), (l, "columns")}):
+        ax.axvline(side, color="k", ls=":", lw=1.2)
+        ax.annotate(f"chosen {what} {side}" if k != l else f"chosen box {k}x{l}",
+                    (side, 0.95), xycoords=("data", "axes fraction"), xytext=(-3, 0),
+                    textcoords="offset points", rotation=90, ha="right", va="top", fontsize=8)
+    ax.axhline(1.0, color="0.5", ls="--", lw=1.0)
     return _save(fig, path, title)
 
 

@@ -12,12 +12,28 @@ for a batch), and writes a new directory:
 ``loss_history.npy``  objective per iteration (NaN after the last); ``.csv`` too
 ``kernel.csv/.png``   optional (``outputs.save_csv`` / ``outputs.save_kernel_png``);
                       the PNG is upsampled (nearest neighbour) to be visible
-``plot_*.png``        kernels (true, estimate, difference), convergence, residual
+``plot_*.png``        kernels (true, estimate, difference), convergence, residual;
+                      ``plot_kernel_size.png`` (the size criterion against the box
+                      side, the chosen box marked) with ``kernel_shape: auto``
 ``metrics.json``      written last: relative kernel error (when the truth is
                       known), residual norm, PSNR, iterations, convergence,
-                      optimality, solver and its options; wall-clock times under
+                      optimality, solver and its options; the diagnostics of
+                      every estimate (kernel box, and with ``auto`` how it was
+                      chosen; centroid offset, border mass, gain, background,
+                      noise level, fit statistic); ``warnings``, the estimate's
+                      warnings (one line each); wall-clock times under
                       ``timing`` (the only fields that vary between identical runs)
 ===================== ==========================================================
+
+Warnings of the estimate (:class:`jdeconv._diagnostics.FitWarning`: a fit
+statistic well above 1, kernel mass on the border, 0–255-looking floats, a
+constant blurred image) and of reading the images (JPEG) are recorded in
+``metrics.json``, not raised: :func:`recorded_warnings`. The command line
+prints them as ``jdeconv: warning: ...``.
+
+With ``kernel_shape: auto`` and several pairs (``data.batch``, or the channels
+of ``data.channels: rgb``), the box is chosen once — on the channel mean for
+RGB, on the first pair of a batch — and every pair is estimated in it.
 
 ``timing`` holds ``data_s`` (making or reading the pair), ``wall_s`` (what the
 estimate took, as waited), ``compile_s`` (how much of it was JAX compilation
@@ -49,12 +65,14 @@ in the command line tool).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
 import sys
 import time
-from collections.abc import Callable
+import warnings as _warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +83,8 @@ from jdeconv.experiment._artifacts import Folder, RunDirectory, clean, kernel_cs
 from jdeconv.experiment._config import Config, load_config
 from jdeconv.experiment._timing import Stopwatch
 
-__all__ = ["default_run_directory", "estimate", "point_name", "run_experiment", "tqdm_progress"]
+__all__ = ["default_run_directory", "estimate", "estimate_arrays", "estimate_options",
+           "point_name", "recorded_warnings", "run_experiment", "tqdm_progress"]
 
 Progress = Callable[..., Any]
 
@@ -82,26 +101,163 @@ def tqdm_progress(*, quiet: bool = False) -> Progress | None:
     return progress
 
 
-def estimate(cfg: Config, xs, ys, *, truths=None):
-    """The estimate of a configuration's pairs (``estimate_kernels`` for a batch), blocked on."""
+@contextlib.contextmanager
+def recorded_warnings() -> Iterator[list[str]]:
+    """Records the user warnings raised inside (one line each, in order, no repeats).
+
+    ``with recorded_warnings() as messages: ...``: after the block,
+    ``messages`` holds the text of every ``UserWarning`` (FitWarning,
+    LossyImageWarning, ...) raised inside, whatever the warning filters say;
+    other warnings (deprecations) are passed on as they came.
+    """
+    messages: list[str] = []
+    with _warnings.catch_warnings(record=True) as log:
+        _warnings.simplefilter("always", UserWarning)
+        try:
+            yield messages
+        finally:
+            others = []
+            for w in log:
+                if issubclass(w.category, UserWarning):
+                    text = " ".join(str(w.message).split())
+                    if text not in messages:
+                        messages.append(text)
+                else:
+                    others.append(w)
+    for w in others:
+        _warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def estimate_options(cfg: Config) -> dict[str, Any]:
+    """The ``estimate_kernel`` options a configuration asks for (all but the data)."""
+    model = cfg.model
+    kwargs: dict[str, Any] = dict(
+        mode=model.mode, prior=cfg.prior.name, solver=cfg.solver.name,
+        regularization=cfg.regularization_dict(), max_iters=cfg.solver.max_iters,
+        tol=cfg.solver.tol, dtype=cfg.solver.dtype, gain=model.gain,
+        background=model.background, loss=model.loss, orientation=model.orientation,
+        saturation=model.saturation, nan=model.nan, throw=False)
+    if not model.auto:
+        kwargs["support"] = _pairs.load_support(cfg.prior.support, model.kernel_shape)
+    if model.weights is not None:
+        kwargs["weights"] = model.weights
+    if cfg.solver.options:
+        kwargs["solver_options"] = dict(cfg.solver.options)
+    if cfg.outputs.standard_errors:
+        kwargs["standard_errors"] = True
+    return kwargs
+
+
+def _pilot(a, how: str):
+    """The one image (or mask/weights) a batch's ``auto`` box is chosen on."""
+    if a is None or isinstance(a, str) or a.ndim == 2:
+        return a
+    if how == "first":
+        return a[0]
+    return a.all(axis=0) if a.dtype == bool else a.mean(axis=0)
+
+
+def estimate_arrays(xs, ys, kernel_shape, *, max_kernel_shape=None, reference=None, mask=None,
+                    weights=None, pilot: str = "first", **kwargs):
+    """``(estimate, kernel_size)`` for stacked pairs ``xs`` (B, m, n), ``ys`` (B, M, N), blocked on.
+
+    One pair: :func:`jdeconv.estimate_kernel`; several: :func:`jdeconv.estimate_kernels`.
+    With ``kernel_shape="auto"`` and several pairs the box is chosen by
+    ``estimate_kernel(..., "auto")`` on a pilot pair (``pilot="first"``: the
+    first pair; ``"mean"``: the mean of the pairs, for the channels of one
+    colour pair) and every pair is then estimated in that box.
+    ``kernel_size`` is :func:`jdeconv.experiment._metrics.kernel_size_info`
+    of the auto choice (None for a given box). ``weights`` may be
+    ``"poisson"``; ``reference`` is used only where its shape is the box's.
+    """
     import jax
 
     from jdeconv import estimate_kernel, estimate_kernels
 
-    kwargs: dict[str, Any] = dict(
-        mode=cfg.model.mode, prior=cfg.prior.name, solver=cfg.solver.name,
-        regularization=cfg.regularization_dict(), max_iters=cfg.solver.max_iters,
-        tol=cfg.solver.tol, dtype=cfg.solver.dtype,
-        support=_pairs.load_support(cfg.prior.support, cfg.model.kernel_shape), throw=False)
-    if cfg.solver.options:
-        kwargs["solver_options"] = dict(cfg.solver.options)
-    kshape = tuple(cfg.model.kernel_shape)
-    if xs.shape[0] == 1:
-        ref = None if truths is None else truths[0]
-        est = estimate_kernel(xs[0], ys[0], kshape, reference=ref, **kwargs)
+    opts = dict(kwargs)
+    if weights is not None:
+        opts["weights"] = weights
+    auto = isinstance(kernel_shape, str)
+    single = xs.shape[0] == 1
+    if auto and single:
+        est = estimate_kernel(xs[0], ys[0], "auto", max_kernel_shape=max_kernel_shape,
+                              mask=None if mask is None else _pilot(mask, "first"),
+                              **_first(opts))
+        est = jax.block_until_ready(est)
+        return est, _metrics.kernel_size_info(est.stats)
+    info = None
+    if auto:
+        how = "first" if pilot == "first" else "mean"
+        x0 = xs[0] if how == "first" else xs.mean(axis=0)
+        y0 = ys[0] if how == "first" else ys.mean(axis=0)
+        with _warnings.catch_warnings(record=True) as pilot_log:
+            _warnings.simplefilter("always", UserWarning)
+            first = estimate_kernel(x0, y0, "auto", max_kernel_shape=max_kernel_shape,
+                                    mask=_pilot(mask, how), **_first(opts, how))
+        info = _metrics.kernel_size_info(first.stats)
+        kernel_shape = tuple(int(v) for v in info["kernel_box"])
+    kshape = tuple(kernel_shape)
+    if reference is not None and tuple(np.shape(reference)[-2:]) != kshape:
+        reference = None
+    if single:
+        ref = None if reference is None else reference[0]
+        m = None if mask is None else _pilot(mask, "first")
+        est = estimate_kernel(xs[0], ys[0], kshape, reference=ref, mask=m, **_first(opts))
+    elif not auto:
+        est = estimate_kernels(xs, ys, kshape, reference=reference, mask=mask, **opts)
     else:
-        est = estimate_kernels(xs, ys, kshape, reference=truths, **kwargs)
-    return jax.block_until_ready(est)
+        with _warnings.catch_warnings(record=True) as log:
+            _warnings.simplefilter("always", UserWarning)
+            est = estimate_kernels(xs, ys, kshape, reference=reference, mask=mask, **opts)
+        # The auto box ends where the support does, so mass on its border is expected: keep
+        # the pilot's word on the box (a generous box the kernel fills) and the batch's
+        # other warnings (fit statistics), drop the batch's border-mass ones.
+        keep = [w for w in pilot_log if "generous box" in str(w.message)]
+        keep += [w for w in log if "on the border" not in str(w.message)]
+        for w in keep:
+            _warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return jax.block_until_ready(est), info
+
+
+def _first(opts: dict, how: str = "first") -> dict:
+    """Options for one pair out of a stack: per-pixel weights of the first pair (or their mean)."""
+    w = opts.get("weights")
+    if w is None or isinstance(w, str) or np.ndim(w) == 2:
+        return opts
+    return {**opts, "weights": _pilot(w, how)}
+
+
+def estimate(cfg: Config, xs, ys, *, truths=None, mask=None, weights=None):
+    """``(estimate, kernel_size)`` of a configuration's pairs (see :func:`estimate_arrays`)."""
+    kshape = "auto" if cfg.model.auto else tuple(cfg.model.kernel_shape)
+    options = estimate_options(cfg)
+    if weights is None:  # model.weights (poisson), if any
+        weights = options.pop("weights", None)
+    options.pop("weights", None)
+    return estimate_arrays(xs, ys, kshape, max_kernel_shape=cfg.model.max_kernel_shape,
+                           reference=truths, mask=mask, weights=weights,
+                           pilot="mean" if cfg.data.channels == "rgb" else "first", **options)
+
+
+def _degree(background) -> int | None:
+    """The polynomial degree of a background model (None for none)."""
+    return {"none": None, "constant": 0, "plane": 1}.get(background, background)
+
+
+def _used(cfg: Config, est, pairs) -> list | None:
+    """Per pair, the pixels of ``y`` the estimate used (None where all were), or None."""
+    model = cfg.model
+    weights = pairs.weights if pairs.weights is not None else model.weights
+    if pairs.mask is None and weights is None and model.saturation is None and model.nan == "raise":
+        return None
+
+    def item(a, i):
+        return a if a is None or isinstance(a, str) or a.ndim == 2 else a[i]
+
+    return [_metrics.used_pixels(x, y, est.kernel_shape, model.mode, mask=item(pairs.mask, i),
+                                 weights=item(weights, i), saturation=model.saturation,
+                                 nan=model.nan)
+            for i, (x, y) in enumerate(zip(pairs.xs, pairs.ys))]
 
 
 def _data_key(cfg: Config) -> str:
@@ -114,18 +270,22 @@ def _run_single(cfg: Config, d: Folder, cache: dict, progress: Progress | None,
     """Writes one run's files, except ``metrics.json``, into ``d``; returns what the caller needs."""
     t0 = time.perf_counter()
     key = _data_key(cfg)
-    if key not in cache:
-        cache.clear()  # keep one data set in memory
-        cache[key] = _pairs.pairs_for(cfg, progress)
-    xs, ys, truths = cache[key]
+    with recorded_warnings() as data_warnings:  # JPEG input, ...
+        if key not in cache:
+            cache.clear()  # keep one data set in memory
+            cache[key] = (_pairs.pairs_for(cfg, progress), [])
+    pairs, first_warnings = cache[key]
+    first_warnings.extend(w for w in data_warnings if w not in first_warnings)
+    xs, ys, truths = pairs.xs, pairs.ys, pairs.truths
     timing: dict[str, float] = {"data_s": time.perf_counter() - t0}
 
-    with Stopwatch() as sw:
-        est = estimate(cfg, xs, ys, truths=truths)
+    with recorded_warnings() as fit_warnings, Stopwatch() as sw:
+        est, kernel_size = estimate(cfg, xs, ys, truths=truths, mask=pairs.mask,
+                                    weights=pairs.weights)
     timing.update(wall_s=sw.wall_s, compile_s=sw.compile_s)
     if cfg.outputs.warm_timing:
-        with Stopwatch() as warm:
-            estimate(cfg, xs, ys, truths=truths)
+        with recorded_warnings(), Stopwatch() as warm:
+            estimate(cfg, xs, ys, truths=truths, mask=pairs.mask, weights=pairs.weights)
         timing.update(warm_s=warm.wall_s, time_s=warm.wall_s)
     else:
         timing["time_s"] = max(sw.wall_s - sw.compile_s, 0.0)
@@ -133,8 +293,21 @@ def _run_single(cfg: Config, d: Folder, cache: dict, progress: Progress | None,
     batched = xs.shape[0] > 1
     items = _metrics.per_item(est, batched)
     curve = _metrics.error_curve(est, items) if cfg.outputs.error_curve else None
-    residuals = _metrics.residuals(xs, ys, items["kernel"], cfg.model.mode)
-    metrics = _metrics.metrics(cfg, est, items, residuals, truths, timing)
+    used = _used(cfg, est, pairs)
+    residuals = _metrics.residuals(xs, ys, items["kernel"], cfg.model.mode, gains=items["gain"],
+                                   backgrounds=items["background"],
+                                   degree=_degree(cfg.model.background),
+                                   orientation=cfg.model.orientation, used=used)
+    metrics = _metrics.metrics(cfg, est, items, residuals, truths, timing,
+                               kernel_size=kernel_size,
+                               warnings=first_warnings + [w for w in fit_warnings
+                                                          if w not in first_warnings])
+    if used is not None:
+        metrics["pixels_used"] = [int(np.sum(_metrics.fitted_region(
+            u if u is not None else np.ones(y.shape, bool), est.kernel_shape, cfg.model.mode)))
+            for u, y in zip(used, ys)]
+        if not batched:
+            metrics["pixels_used"] = metrics["pixels_used"][0]
     if curve is not None:
         metrics["error_curve"] = {"iterations": curve[0], "relative_error": curve[1]}
 
@@ -166,14 +339,25 @@ def _run_single(cfg: Config, d: Folder, cache: dict, progress: Progress | None,
         extra = ", ".join(x for x in (label, f"item 0 of {xs.shape[0]}" if batched else "") if x)
         title = _plots.run_title(solver=est.solver, prior=est.prior, mode=est.mode,
                                  kernel_shape=est.kernel_shape, extra=extra)
-        truth0 = None if truths is None else truths[0]
+        kernel0, truth0 = items["kernel"][0], None if truths is None else truths[0]
+        if truth0 is not None:
+            kernel0, truth0 = _metrics.common_box(kernel0, truth0)
         optimality = items["stats"].get("optimality_history")
-        _plots.plot_kernels(d.path("plot_kernel.png"), items["kernel"][0], truth0, title)
+        _plots.plot_kernels(d.path("plot_kernel.png"), kernel0, truth0, title)
+        if kernel_size is not None and "size_criterion" in kernel_size:
+            _plots.plot_kernel_size(d.path("plot_kernel_size.png"), kernel_size["size_candidates"],
+                                    kernel_size["size_criterion"], kernel_size["kernel_box"],
+                                    title=title)
         _plots.plot_convergence(d.path("plot_convergence.png"), est.solver, items["loss_history"][0],
                                 optimality_history=None if optimality is None else optimality[0],
                                 error_curve=curve, title=title)
         _plots.plot_residual(d.path("plot_residual.png"), ys[0], residuals[0],
                              kernel_shape=est.kernel_shape, mode=est.mode, title=title)
+    from jdeconv.experiment._run_extras import extend_run  # optics, error bars, PSF fits, fields
+
+    extend_run(cfg, d, xs, ys, truths, est, items, metrics,
+               title=_plots.run_title(solver=est.solver, prior=est.prior, mode=est.mode,
+                                      kernel_shape=est.kernel_shape, extra=label))
     return {"metrics": metrics, "loss_history": items["loss_history"][0], "error_curve": curve}
 
 

@@ -4,7 +4,13 @@
 
     jdeconv simulate --image shapes --kernel gaussian --kernel-size 15 --out pair/
     jdeconv estimate pair/original.png pair/blurred.png --kernel-size 15 -o kernel.npy
+    jdeconv estimate sharp.png shaken.png -k auto --mode same --gain --background constant
     jdeconv run configs/question_exact.yaml --set solver.name=fista
+
+Warnings about the estimate (a fit statistic well above 1, kernel mass on the
+box border, 0–255-looking float input, a constant blurred image, JPEG input)
+are printed as one line each, ``jdeconv: warning: ...``, on stderr (also with
+``--quiet``); ``jdeconv run`` records them in ``metrics.json`` too.
 
 The tool computes in float64 (it enables ``jax_enable_x64``). A user error
 (bad option value, unreadable or mismatched images, invalid configuration,
@@ -35,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from jdeconv import _limits
-from jdeconv._names import MODES, PRIORS, SOLVERS
+from jdeconv._names import BACKGROUNDS, LOSSES, MODES, NAN_POLICIES, ORIENTATIONS, PRIORS, SOLVERS
 
 __all__ = ["build_parser", "cache_directory", "main"]
 
@@ -45,6 +51,8 @@ ESTIMATE_CHANNELS = ("gray", "rgb", "shared")
 _IMAGE_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".npy")
 #: Compile-time threshold for the persistent cache: our programs take seconds, tiny ops much less.
 CACHE_MIN_COMPILE_SECONDS = 0.1
+#: Highest background polynomial degree (the engine's bound; see _config.MAX_BACKGROUND_DEGREE).
+MAX_BACKGROUND_DEGREE = 10
 
 
 class _UsageError(ValueError):
@@ -129,6 +137,35 @@ def _size(what: str, maximum: int) -> Callable[[str], tuple[int, int]]:
         return size  # type: ignore[return-value]
     parse.__name__ = what
     return parse
+
+
+def _kernel_size_or_auto(maximum: int) -> Callable[[str], Any]:
+    """``auto``, or a kernel size as :func:`_size` reads it."""
+    size = _size("kernel size", maximum)
+
+    def parse(text: str):
+        if str(text).strip().lower() == "auto":
+            return "auto"
+        return size(text)
+    parse.__name__ = "kernel size"
+    return parse
+
+
+def _background(text: str):
+    """``none`` / ``constant`` / ``plane`` or a polynomial degree ``N``."""
+    key = text.strip().lower()
+    if key in BACKGROUNDS:
+        return key
+    if key.isdigit() and int(key) <= MAX_BACKGROUND_DEGREE:
+        return int(key)
+    if key.isdigit():
+        raise argparse.ArgumentTypeError(f"background degree {text} is too large; at most "
+                                         f"{MAX_BACKGROUND_DEGREE}")
+    match = difflib.get_close_matches(key, list(BACKGROUNDS), n=1, cutoff=0.5)
+    raise argparse.ArgumentTypeError(
+        f"unknown background model {text!r}; expected one of "
+        f"{', '.join(map(repr, BACKGROUNDS))} or a polynomial degree N (0 = constant, 1 = plane)."
+        + (f" Did you mean {match[0]!r}?" if match else ""))
 
 
 def _regularization(text: str):
@@ -236,42 +273,66 @@ def _cmd_estimate(args) -> int:
     out = Path(args.output)
     if out.suffix.lower() != ".npy":
         raise _UsageError(f"output {str(out)!r} must be a .npy file (PNG/CSV copies: --png, --csv)")
+    from jdeconv.experiment import _estimate_extras
+
+    _estimate_extras.check(args)
     targets = [out] + [out.with_suffix(s) for s, on in ((".png", args.png), (".csv", args.csv)) if on]
+    targets += _estimate_extras.extra_files(args, out)
     for t in targets:
         _check_new_file(t, args.overwrite)
 
+    if args.max_kernel_size is not None and args.kernel_size != "auto":
+        raise _UsageError("--max-kernel-size applies only with --kernel-size auto")
+
     _setup_jax(args)
-    import jax
     import numpy as np
 
-    from jdeconv import estimate_kernel, estimate_kernels
     from jdeconv.data import read_image
+    from jdeconv.experiment import _metrics, _pairs
     from jdeconv.experiment._artifacts import kernel_csv_text, kernel_image, save_npy, write_png
-    from jdeconv.experiment._pairs import check_pair_shapes
+    from jdeconv.experiment._runner import estimate_arrays, recorded_warnings
     from jdeconv.experiment._timing import Stopwatch
 
     rgb = args.channels == "rgb"
-    x, _ = read_image(args.original, channels="rgb" if rgb else "gray")
-    y, _ = read_image(args.blurred, channels="rgb" if rgb else "gray")
-    check_pair_shapes(x.shape, y.shape, args.kernel_size, args.mode,
-                      names=(f"original ({args.original})", f"blurred ({args.blurred})"))
-    kwargs = dict(mode=args.mode, prior=args.prior, solver=args.solver,
-                  regularization=args.regularization, max_iters=args.max_iters, tol=args.tol,
-                  throw=False)
-    with Stopwatch() as sw:
+    channels = "rgb" if rgb else "gray"
+    with recorded_warnings() as messages:  # JPEG input; then the estimate's own warnings
+        x, _ = read_image(args.original, channels=channels)
+        y = _pairs.load_blurred(args.blurred, channels=channels, nan=args.nan)
+        _pairs.check_pair_shapes(x.shape, y.shape, args.kernel_size, args.mode,
+                                 names=(f"original ({args.original})", f"blurred ({args.blurred})"))
+        mask = None if args.mask is None else _pairs.load_mask(args.mask, y.shape)
+        weights = args.weights
+        if weights is not None and weights != "poisson":
+            weights = _pairs.load_weights(weights, y.shape)
         if rgb:
-            est = estimate_kernels(np.moveaxis(x, -1, 0), np.moveaxis(y, -1, 0), args.kernel_size,
-                                   **kwargs)
+            x, y = np.moveaxis(x, -1, 0), np.moveaxis(y, -1, 0)
+            mask = None if mask is None or mask.ndim == 2 else np.moveaxis(mask, -1, 0)
+            if isinstance(weights, np.ndarray) and weights.ndim == 3:
+                weights = np.moveaxis(weights, -1, 0)
         else:
-            est = estimate_kernel(x, y, args.kernel_size, **kwargs)
-        est = jax.block_until_ready(est)
+            x, y = x[None], y[None]
+        kwargs = dict(mode=args.mode, prior=args.prior, solver=args.solver,
+                      regularization=args.regularization, max_iters=args.max_iters, tol=args.tol,
+                      gain=args.gain, background=args.background, loss=args.loss,
+                      orientation=args.orientation, saturation=args.saturation, nan=args.nan,
+                      throw=False)
+        if args.standard_errors:
+            kwargs["standard_errors"] = True
+        with Stopwatch() as sw:
+            est, kernel_size = estimate_arrays(x, y, args.kernel_size,
+                                               max_kernel_shape=args.max_kernel_size, mask=mask,
+                                               weights=weights, pilot="mean", **kwargs)
+    for message in messages:
+        print(f"jdeconv: warning: {message}", file=sys.stderr)
     kernel = np.asarray(est.kernel, np.float64)
     if not np.all(np.isfinite(kernel)):
         raise ValueError(f"the estimate is not finite ({est.message}); try --regularization 1e-3 "
                          "or another --solver")
+    kernel, extra_written, extra_lines = _estimate_extras.after_estimate(args, x, y, est, kernel,
+                                                                         out)
 
     save_npy(out, kernel, overwrite=args.overwrite)
-    written = [out]
+    written = [out] + extra_written
     if args.png:
         write_png(out.with_suffix(".png"), kernel_image(kernel, rgb=rgb), overwrite=args.overwrite)
         written.append(out.with_suffix(".png"))
@@ -282,11 +343,15 @@ def _cmd_estimate(args) -> int:
         written.append(out.with_suffix(".csv"))
     if not args.quiet:
         print(est.summary())
-        sums = np.atleast_1d(kernel.sum(axis=(-2, -1)))
+        for line in _metrics.diagnostic_lines(_metrics.diagnostics(est, kernel_size)):
+            print(line)
+        sums = np.atleast_1d(kernel.sum(axis=(-2, -1))).ravel()
         print(f"time {_seconds(sw.wall_s, sw.compile_s)}; kernel {'x'.join(map(str, kernel.shape))}, "
               f"sum {', '.join(f'{s:.6g}' for s in sums)}")
         if not bool(np.all(np.asarray(est.converged))):
             print(f"note: {est.message}; raise --max-iters or loosen --tol", file=sys.stderr)
+        for line in extra_lines:
+            print(line)
         print("wrote " + ", ".join(str(w) for w in written))
     return 0
 
@@ -304,13 +369,31 @@ def _cmd_run(args) -> int:
     from jdeconv.experiment._runner import run_experiment
 
     path = run_experiment(cfg, args.out, progress=_progress(args))
+    for message in _run_warnings(path):
+        print(f"jdeconv: warning: {message}", file=sys.stderr)
     if not args.quiet:
         _print_run(path)
     return 0
 
 
+def _run_warnings(path: Path) -> list[str]:
+    """The warnings a finished run recorded (a sweep's: each point's, prefixed by the point)."""
+    import json
+
+    m = json.loads((path / "metrics.json").read_text())
+    if "points" not in m:
+        return list(m.get("warnings", ()))
+    out = []
+    for row in m["points"]:
+        point = json.loads((path / row["point"] / "metrics.json").read_text())
+        out.extend(f"{row['point']}: {w}" for w in point.get("warnings", ()))
+    return out
+
+
 def _print_run(path: Path) -> None:
     import json
+
+    from jdeconv.experiment._metrics import diagnostic_lines
 
     m = json.loads((path / "metrics.json").read_text())
     if "points" in m:
@@ -319,7 +402,8 @@ def _print_run(path: Path) -> None:
         for r in rows:
             print(f"  {r['point']}: solver={r['solver']} rel_error={_g(r.get('relative_error'))} "
                   f"residual={_g(r.get('residual_norm'))} iterations={r.get('iterations')} "
-                  f"converged={r.get('converged')}")
+                  f"converged={r.get('converged')} box={r.get('kernel_box')} "
+                  f"fit_statistic={_g(r.get('fit_statistic'))} warnings={r.get('warnings', 0)}")
         return
     err = m.get("relative_error", m.get("relative_error_mean"))
     t = m["timing"]
@@ -330,6 +414,8 @@ def _print_run(path: Path) -> None:
           f"converged={m.get('converged', m.get('converged_count'))} "
           f"time={_seconds(t['wall_s'], t['compile_s'])}"
           + (f", warm {t['warm_s']:.3f} s" if "warm_s" in t else ""))
+    for line in diagnostic_lines(m):
+        print(line)
 
 
 def _g(v) -> str:
@@ -382,6 +468,12 @@ def _cmd_simulate(args) -> int:
         source = {"image": args.image, "image_shape": list(ishape)}
     pairs = [synthesize(x, h, args.mode, gaussian_sigma=args.noise, poisson_photons=args.poisson,
                         bits=args.bits, seed=args.seed + 1000 * c) for c, x in enumerate(planes)]
+    field_info: dict[str, Any] = {}
+    if args.field_sigma is not None:  # a varying blur (jdeconv.experiment._field_run)
+        from jdeconv.experiment._field_run import simulate_field_pairs
+
+        pairs, h, field_info = simulate_field_pairs(planes, kshape, args)
+        params = field_info["kernel_params"]
     x = np.stack([p[0] for p in pairs], axis=-1) if args.rgb else pairs[0][0]
     y = np.stack([p[1] for p in pairs], axis=-1) if args.rgb else pairs[0][1]
 
@@ -389,12 +481,15 @@ def _cmd_simulate(args) -> int:
         write_image(run.path("original.png"), x, bit_depth=args.bits)
         write_image(run.path("blurred.png"), y, bit_depth=args.bits, clip=True)
         run.save_npy("kernel.npy", h)
+        if field_info:
+            run.save_npy("kernels.npy", field_info.pop("kernels"))
         run.write_json("simulation.json", {
             **source, "kernel": args.kernel, "kernel_shape": list(kshape), "kernel_params": params,
             "mode": args.mode, "gaussian_sigma": args.noise, "poisson_photons": args.poisson,
             "bits": args.bits, "seed": args.seed, "rgb": bool(args.rgb),
             "original_shape": list(x.shape), "blurred_shape": list(y.shape),
             "created": _dt.datetime.now().isoformat(timespec="seconds"), "versions": versions(),
+            **field_info,
         })
         run.finish()
     if not args.quiet:
@@ -429,7 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="do not use the persistent compilation cache (also: "
                         "JDECONV_NO_COMPILATION_CACHE=1); default: cache in "
                         "$XDG_CACHE_HOME/jdeconv/jax or ~/.cache/jdeconv/jax")
-    common.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    common.add_argument("-q", "--quiet", action="store_true",
+                        help="print nothing on success (warnings still go to stderr)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
     mode = _name("mode", MODES)
     kernel_size = _size("kernel size", _limits.MAX_KERNEL_SIDE)
@@ -440,11 +536,19 @@ def build_parser() -> argparse.ArgumentParser:
         description=_wrap("Estimate the kernel h with blurred = conv2d(original, h, mode) from two "
                           "image files (PNG, TIFF, JPEG, .npy) and save it as .npy. The output is "
                           "checked before anything is estimated."),
-        epilog="example:\n  jdeconv estimate sharp.png blurred.png --kernel-size 15 -o kernel.npy --png")
+        epilog="examples:\n  jdeconv estimate sharp.png blurred.png --kernel-size 15 -o kernel.npy --png\n"
+        "  jdeconv estimate print.png capture.png -k auto --mode same --gain --background constant "
+        "--saturation 0.98")
     e.add_argument("original", help="original (sharp) image file")
     e.add_argument("blurred", help="blurred image file")
-    e.add_argument("-k", "--kernel-size", required=True, type=kernel_size, metavar="N|KxL",
-                   help="kernel size, e.g. 15 or 15x11 (rows x columns)")
+    e.add_argument("-k", "--kernel-size", required=True,
+                   type=_kernel_size_or_auto(_limits.MAX_KERNEL_SIDE), metavar="N|KxL|auto",
+                   help="kernel size, e.g. 15 or 15x11 (rows x columns), or auto: estimated on a "
+                   "generous box, then returned in the smallest centred box holding the kernel's "
+                   "support (same/circular modes; in valid/full the shapes fix the box)")
+    e.add_argument("--max-kernel-size", type=kernel_size, default=None, metavar="N|KxL",
+                   help="the generous box of --kernel-size auto (default: the largest odd square "
+                   "up to 51 within a third of the image)")
     e.add_argument("--mode", default="valid", type=mode, metavar="MODE",
                    help="geometry: valid (blurred is smaller by size-1), same (same size; borders "
                    "ignored), full, circular (default: valid)")
@@ -458,6 +562,30 @@ def build_parser() -> argparse.ArgumentParser:
                    default=None, metavar="N", help="iteration cap (default: the solver's)")
     e.add_argument("--tol", type=_number(float, positive=True), default=None, metavar="T",
                    help="stopping tolerance (default: 1e-10 in float64)")
+    e.add_argument("--gain", action="store_true",
+                   help="fit a free scale g jointly: blurred = g * conv2d(original, h) + background")
+    e.add_argument("--background", default="none", type=_background,
+                   metavar="none|constant|plane|N",
+                   help="background fitted jointly: none (default), constant, plane or a "
+                   "polynomial degree N")
+    e.add_argument("--mask", default=None, metavar="FILE",
+                   help="image or .npy of the blurred image's shape: nonzero = use the pixel "
+                   "(0: saturated highlights, hot pixels, moving objects)")
+    e.add_argument("--weights", default=None, metavar="FILE|poisson",
+                   help=".npy of per-pixel inverse variances of the blurred image, or poisson "
+                   "(variance taken from the blurred image)")
+    e.add_argument("--saturation", type=_number(float, positive=True), default=None,
+                   metavar="LEVEL", help="exclude blurred pixels at or above LEVEL and those whose "
+                   "footprint covers an original pixel at or above it (e.g. 0.98)")
+    e.add_argument("--nan", default="raise", type=_name("nan policy", NAN_POLICIES),
+                   metavar="raise|mask", help="NaN in the blurred image (.npy): raise an error "
+                   "(default) or mask the pixel")
+    e.add_argument("--loss", default="l2", type=_name("loss", LOSSES), metavar="l2|huber",
+                   help="l2 (default) or huber: robust to outliers no mask names (exact solver)")
+    e.add_argument("--orientation", default="convolution",
+                   type=_name("orientation", ORIENTATIONS), metavar="convolution|correlation",
+                   help="save the kernel as a convolution kernel (default) or flipped 180 degrees "
+                   "(a correlation filter)")
     e.add_argument("--channels", default="gray", type=_name("channels", ESTIMATE_CHANNELS),
                    metavar="gray|rgb|shared",
                    help="gray: one kernel from the gray images (RGB averaged); rgb: one kernel per "
@@ -521,7 +649,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rgb", action="store_true", help="write RGB images (channels from seeds N, N+1, N+2)")
     s.add_argument("--out", required=True, metavar="DIR", help="directory to create (must not exist)")
     s.set_defaults(func=_cmd_simulate)
+    _add_feature_options(sub, common, e, s, mode=mode, kernel_size=kernel_size)
     return p
+
+
+def _add_feature_options(sub, common, e, s, *, mode, kernel_size) -> None:
+    """``jdeconv target``, and estimate/simulate options of parametric PSFs and fields."""
+    from jdeconv.experiment import _field_args, _target
+
+    _target.add_parser(sub, common, size=_size("target size", _limits.MAX_IMAGE_SIDE),
+                       kernel_size=kernel_size, name=_name, number=_number, mode=mode)
+    from jdeconv._names import PSF_MODEL_NAMES
+
+    e.add_argument("--model", default=None, type=_name("PSF model", PSF_MODEL_NAMES),
+                   metavar="MODEL", help="fit a parametric PSF instead: "
+                   f"{', '.join(PSF_MODEL_NAMES)}; writes FILE.json with its parameters, "
+                   "standard errors and fit statistic")
+    e.add_argument("--standard-errors", action="store_true",
+                   help="per-tap standard errors of the kernel (exact solver): FILE.stderr.npy")
+    _field_args.add_estimate_options(e)
+    _field_args.add_simulate_options(s)
 
 
 def _one_line(exc: BaseException) -> str:

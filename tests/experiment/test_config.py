@@ -162,7 +162,8 @@ def test_shipped_configs_load():
     root = Path(__file__).resolve().parents[2] / "configs"
     names = sorted(p.stem for p in root.glob("*.yaml"))
     assert {"question_gd", "question_fista", "question_exact", "solver_comparison", "noise_sweep",
-            "fourier_failure", "batch64"} <= set(names)
+            "fourier_failure", "batch64", "real_rgb", "real_16bit", "real_off_centre",
+            "real_gain_offset", "real_saturated"} <= set(names)
     for p in root.glob("*.yaml"):
         cfg = load_config(p)
         assert cfg.name == p.stem
@@ -259,3 +260,100 @@ def test_solver_options_and_warm_timing_default():
 def test_prior_typo_did_you_mean():
     with pytest.raises(ConfigError, match="prior.name: .*did you mean 'simplex'"):
         load_config({}, ["prior.name=simplx"])
+
+
+# -- issue 12: real-like pairs --------------------------------------------------
+
+
+def test_real_pair_keys_parse_and_round_trip(tmp_path):
+    cfg = load_config({
+        "model": {"mode": "same", "kernel_shape": "auto", "max_kernel_shape": 21, "gain": True,
+                  "background": "plane", "loss": "huber", "orientation": "correlation",
+                  "saturation": 0.98, "nan": "mask", "weights": "poisson"},
+        "data": {"synthetic": {"kernel_shape": [9, 7], "kernel_offset": [3, -2], "gain": 0.95,
+                               "offset": 0.01, "spots": 4, "spot_value": 3.0,
+                               "saturation_level": 0.98, "bits": 16}, "channels": "rgb"}})
+    m, syn = cfg.model, cfg.data.synthetic
+    assert m.auto and m.kernel_shape == "auto" and m.max_kernel_shape == (21, 21)
+    assert (m.gain, m.background, m.loss, m.orientation, m.saturation, m.nan, m.weights) == (
+        True, "plane", "huber", "correlation", 0.98, "mask", "poisson")
+    assert syn.kernel_offset == (3, -2) and cfg.truth_shape() == (15, 11)
+    assert syn.kernel_params == {"sigma": 1.2}  # scaled to the box the kernel is made in
+    assert load_config(yaml.safe_load(cfg.to_yaml())) == cfg
+    assert load_config({}, ["model.background=2"]).model.background == 2
+    assert load_config({}, ["model.background=constant"]).model.background == "constant"
+    assert load_config({}, ["model.kernel_shape=15x11"]).model.kernel_shape == (15, 11)
+    assert not load_config({}).model.auto and load_config({}).truth_shape() == (15, 15)
+    sweep = load_config({"model": {"mode": "same"},
+                         "sweep": {"model.background": ["none", "constant", 2]}})
+    assert [c.model.background for _, c in sweep.sweep_points()] == ["none", "constant", 2]
+    path = tmp_path / "files.yaml"
+    path.write_text("data:\n  files: {original: x.png, blurred: y.npy, mask: m.png, weights: w.npy}\n"
+                    "model: {kernel_shape: auto, mode: same}\n")
+    files = load_config(path).data.files
+    assert (files.mask, files.weights) == (str(tmp_path / "m.png"), str(tmp_path / "w.npy"))
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"model": {"kernel_shape": "aut"}}, "model.kernel_shape: expected an int or a pair like [15, 11], or auto"),
+    ({"model": {"kernel_shape": [3, 4, 5]}}, "model.kernel_shape: expected 2 entries"),
+    ({"model": {"background": "plan"}}, "model.background: expected none, constant, plane or a "
+     "polynomial degree (an integer 0..10), got 'plan'; did you mean 'plane'?"),
+    ({"model": {"background": 11}}, "model.background: expected none, constant, plane"),
+    ({"model": {"background": True}}, "model.background: expected none, constant, plane"),
+    ({"model": {"saturation": -0.5}}, "model.saturation: expected a value > 0"),
+    ({"model": {"loss": "hubr"}}, "model.loss: expected one of 'l2' or 'huber', got 'hubr'; did you mean 'huber'?"),
+    ({"model": {"orientation": "corr"}}, "did you mean 'correlation'?"),
+    ({"model": {"nan": "msk"}}, "model.nan: expected one of 'raise' or 'mask'"),
+    ({"model": {"weights": "poison"}}, "did you mean 'poisson'?"),
+    ({"model": {"gian": True}}, "model.gian: unknown key; did you mean 'gain'?"),
+    ({"model": {"gain": "yes please"}}, "model.gain: expected true or false"),
+    ({"data": {"files": {"original": "a", "blurred": "b", "maks": "m"}}},
+     "data.files.maks: unknown key; did you mean 'mask'?"),
+    ({"data": {"synthetic": {"saturation": 0.9}}},
+     "data.synthetic.saturation: unknown key; did you mean 'saturation_level'?"),
+    ({"model": {"max_kernel_shape": 21}}, "model.max_kernel_shape: applies only with model.kernel_shape: auto"),
+    ({"model": {"kernel_shape": "auto", "max_kernel_shape": 21}, "data": {"synthetic": {"kernel_shape": 9}}},
+     "model.max_kernel_shape: has no effect in mode 'valid'"),
+    ({"model": {"kernel_shape": "auto"}}, "data.synthetic.kernel_shape: required when model.kernel_shape is auto"),
+    ({"model": {"kernel_shape": "auto", "mode": "same"}, "prior": {"support": [[1]]},
+      "data": {"synthetic": {"kernel_shape": 9}}}, "prior.support: a support mask needs a fixed"),
+    ({"data": {"synthetic": {"kernel_offset": [1, 0]}}},
+     "model.kernel_shape: [15, 15] differs from the true kernel's box [17, 15]"),
+    ({"data": {"synthetic": {"kernel_offset": "up"}}}, "data.synthetic.kernel_offset: expected an int or a pair"),
+    ({"data": {"synthetic": {"kernel_offset": [10**6, 0]}}}, "expected offsets of at most 4096 pixels"),
+    ({"model": {"mode": "same"}, "data": {"synthetic": {"image_shape": 20, "kernel_shape": 9,
+                                                        "kernel_offset": 6}}},
+     "data.synthetic.kernel_shape: the true kernel's box [21, 21] is larger than"),
+    ({"data": {"synthetic": {"gain": 0}}}, "data.synthetic.gain: expected a value > 0"),
+    ({"data": {"synthetic": {"spots": -1}}}, "data.synthetic.spots: expected a value >= 0"),
+    ({"data": {"synthetic": {"saturation_level": 0}}}, "data.synthetic.saturation_level: expected a value > 0"),
+    ({"data": {"channels": "rgb", "batch": 2}}, "data: channels: rgb estimates one kernel per channel"),
+    ({"data": {"channels": "cmyk"}}, "data.channels: expected one of 'gray' or 'rgb'"),
+    ({"model": {"weights": "poisson"}, "data": {"files": {"original": "a", "blurred": "b",
+                                                          "weights": "w.npy"}}},
+     "model.weights: give either model.weights: poisson or data.files.weights"),
+])
+def test_real_pair_mistakes_are_one_line(raw, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(raw)
+    assert message in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_names_and_bounds_are_the_engines():
+    import typing
+
+    from jdeconv import _names, _weighted_gram
+    from jdeconv.experiment import _config, cli
+
+    fields = _config.ModelConfig.model_fields
+    assert typing.get_args(fields["loss"].annotation) == _names.LOSSES
+    assert typing.get_args(fields["orientation"].annotation) == _names.ORIENTATIONS
+    assert typing.get_args(fields["nan"].annotation) == _names.NAN_POLICIES
+    assert tuple(_weighted_gram.BACKGROUNDS) == _names.BACKGROUNDS
+    from jdeconv import _estimate, _problem
+
+    assert _estimate.LOSSES == _names.LOSSES and _estimate.ORIENTATIONS == _names.ORIENTATIONS
+    assert _problem.NAN_POLICIES == _names.NAN_POLICIES
+    assert (_config.MAX_BACKGROUND_DEGREE == cli.MAX_BACKGROUND_DEGREE
+            == _weighted_gram._MAX_BACKGROUND_DEGREE)

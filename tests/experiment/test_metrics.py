@@ -6,8 +6,9 @@ from types import SimpleNamespace
 import numpy as np
 
 from jdeconv.experiment import load_config
-from jdeconv.experiment._metrics import (error_curve, fitted_region, headline, metrics, per_item,
-                                         psnr, relative_error)
+from jdeconv.experiment._metrics import (common_box, diagnostic_lines, error_curve,
+                                         fitted_region, headline, metrics, per_item, psnr,
+                                         relative_error, residuals)
 
 
 def _estimate(batch=None, solver="fista"):
@@ -21,7 +22,9 @@ def _estimate(batch=None, solver="fista"):
         fit_statistic=np.full(lead, np.nan), regularization={"smooth": np.zeros(lead)},
         stats={"step": np.full(lead, 0.25), "optimality_history": hist}, solver=solver,
         solver_requested=solver, solver_options=(("restart", False),), prior="simplex",
-        mode="valid", kernel_shape=(2, 2), max_iters=3, tol=1e-10, message="converged")
+        mode="valid", kernel_shape=(2, 2), max_iters=3, tol=1e-10, message="converged",
+        gain=np.ones(lead), background=np.zeros(lead + (0,)), background_model="none", loss="l2",
+        orientation="convolution")
 
 
 def test_single_and_batch_metrics():
@@ -39,6 +42,12 @@ def test_single_and_batch_metrics():
             assert m["relative_error"] == relative_error(np.full((2, 2), 0.25), truth[0])
             assert m["stats"] == {"step": 0.25}  # scalars only; histories stay out of the JSON
             assert math.isclose(m["psnr_db"], 20.0)
+            assert m["kernel_box"] == [2, 2] and m["kernel_size"] is None and m["warnings"] == []
+            assert m["gain"] == 1.0 and m["background"].size == 0
+            assert m["centroid_offset"].tolist() == [0.5, 0.5]  # centre tap (0, 0) of a 2x2 box
+            lines = diagnostic_lines(m)
+            assert lines[0] == "kernel box 2x2" and "centroid offset (+0.50, +0.50) px" in lines[1]
+            assert "gain" not in lines[1]  # neither gain nor background was fitted
         else:
             assert m["converged_count"] == 3 and len(m["per_item"]["stats"]) == 3
     curve = error_curve(_estimate(), per_item(_estimate(), False))
@@ -51,3 +60,31 @@ def test_fitted_region_and_psnr():
     assert np.array_equal(fitted_region(a, (3, 3), "valid"), a)
     assert np.array_equal(fitted_region(a, (3, 3), "same"), a[1:9, 1:9])
     assert psnr(np.ones(3), np.ones(3)) == math.inf
+
+
+def test_kernels_of_other_boxes_compare_on_a_common_box():
+    small, big = np.ones((1, 3)) / 3, np.zeros((3, 5))
+    big[1, 1:4] = 1 / 3
+    a, b = common_box(small, big)
+    assert a.shape == b.shape == (3, 5) and np.array_equal(a, b)
+    assert relative_error(small, big) == 0.0
+    cut = np.zeros((3, 3))
+    cut[1, 1] = 1.0
+    assert relative_error(cut, np.full((5, 5), 1 / 25)) > 0.9  # the mass a small box cuts counts
+
+
+def test_residuals_with_gain_background_orientation_and_unused_pixels():
+    import jax
+
+    from jdeconv import conv2d
+
+    rng = np.random.default_rng(0)
+    x, h = rng.random((12, 12)), rng.random((3, 3))
+    with jax.enable_x64(True):
+        y = 0.9 * np.asarray(conv2d(x, h, mode="same")) + 0.02
+    used = np.ones(y.shape, bool)
+    used[5, 5] = False
+    (r,) = residuals([x], [y], [h[::-1, ::-1]], "same", gains=[0.9], backgrounds=[[0.02]],
+                     degree=0, orientation="correlation", used=[used])
+    inner = fitted_region(r, (3, 3), "same")
+    assert np.isnan(r[5, 5]) and np.nanmax(np.abs(inner)) < 1e-12

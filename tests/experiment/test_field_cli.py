@@ -1,0 +1,86 @@
+"""Spatially varying PSFs from the CLI and configs: simulate --field-sigma, estimate --grid, run."""
+
+import json
+
+import numpy as np
+import pytest
+
+from jdeconv.experiment.cli import main
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    d = tmp_path_factory.mktemp("field") / "pair"
+    assert main(["simulate", "--image", "noise", "--image-size", "64", "-k", "7",
+                 "--field-sigma", "0.5:1.3", "--field-grid", "3x3", "--out", str(d), "-q"]) == 0
+    return d
+
+
+def test_simulate_field(pair):
+    ks = np.load(pair / "kernels.npy")
+    assert ks.shape == (3, 3, 7, 7) and np.allclose(ks.sum(axis=(-2, -1)), 1)
+    info = json.loads((pair / "simulation.json").read_text())
+    assert info["kernel"] == "gaussian field" and info["field_grid"] == [3, 3]
+    assert info["field_sigma"][1][1] == pytest.approx(0.5) and info["field_sigma"][0][0] == \
+        pytest.approx(1.3)
+    assert info["blurred_shape"] == [58, 58]
+
+
+def test_estimate_grid(pair, tmp_path, capsys):
+    out = tmp_path / "k.npy"
+    assert main(["estimate", str(pair / "original.png"), str(pair / "blurred.png"), "-k", "7",
+                 "--grid", "3x3", "--overlap", "0", "--coupling", "0.001", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "PSF field 3x3" in text and "field residual" in text
+    assert np.load(out).shape == (3, 3, 7, 7)
+    rec = json.loads(out.with_suffix(".json").read_text())
+    assert rec["residual_ratio"] > 1.5 and rec["grid"] == [3, 3]
+
+
+def test_run_field(pair, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"name: field\ndata:\n  files: {{original: {pair / 'original.png'}, blurred: "
+                   f"{pair / 'blurred.png'}}}\nmodel: {{mode: valid, kernel_shape: 7, "
+                   "grid: [3, 3], overlap: 0}\noutputs: {save_csv: false, save_kernel_png: false}\n")
+    run = tmp_path / "run"
+    assert main(["run", str(cfg), "--out", str(run), "-q"]) == 0
+    m = json.loads((run / "metrics.json").read_text())
+    f = m["field"]
+    assert f["residual_ratio"] > 1.5 and np.shape(f["fwhm_mean"]) == (3, 3)
+    assert np.shape(f["centroid_shift"]) == (3, 3) and np.shape(f["ellipticity"]) == (3, 3)
+    # the blur grows from the centre to the corners
+    assert f["fwhm_mean"][1][1] < min(f["fwhm_mean"][0][0], f["fwhm_mean"][2][2])
+    assert np.load(run / "kernels.npy").shape == (3, 3, 7, 7)
+    for name in ("plot_field_kernels.png", "plot_field_maps.png", "plot_field_residual.png"):
+        assert (run / name).exists(), name
+    # the polynomial model, same grid of evaluation points
+    run2 = tmp_path / "run2"
+    assert main(["run", str(cfg), "--out", str(run2), "-q", "--set", "model.field_degree=2",
+                 "--set", "outputs.plots=false"]) == 0
+    m2 = json.loads((run2 / "metrics.json").read_text())
+    assert m2["field"]["model"] == "polynomial" and m2["field"]["residual_ratio"] > 1.2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--grid", "0x3"], "grid '0x3' is not valid"),
+    (["--grid", "4"], "grid '4' is not valid; give GYxGX"),
+    (["--grid", "2x2", "--coupling", "-1"], "--coupling must be a finite weight >= 0"),
+    (["--grid", "2x2", "--overlap", "1"], "--overlap must be in [0, 1)"),
+    (["--field-degree", "1"], "--field-degree needs --grid"),
+])
+def test_estimate_bad_grid(argv, message, tmp_path, capsys):
+    code = main(["estimate", "a.png", "b.png", "-k", "7", "-o", str(tmp_path / "k.npy"), *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.grid=[0, 3]", "model.grid"), ("model.grid=4", "give GYxGX"),
+    ("model.coupling=-0.5", "model.coupling"),
+])
+def test_config_bad_grid(override, message, tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: x\n")
+    assert main(["run", str(cfg), "--set", override, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

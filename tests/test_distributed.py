@@ -1,0 +1,110 @@
+"""``estimate_kernels`` across two processes with ``jax.distributed`` (multi-host, on the CPU).
+
+Two local processes (``JAX_PLATFORMS=cpu``, two CPU devices each: a global mesh of
+four devices) join a coordinator on 127.0.0.1 and call ``estimate_kernels`` on the
+same global batch; every process passes the full batch and gets the full result
+back. Both must equal one single-process run to 1e-10 (float64), for a batch of
+separate pairs and for one original with many blurred images (7 pairs: the batch
+is padded to the 4 devices). The worker is tests/_distributed_worker.py.
+
+The test is skipped only when the capability check fails: ``jax.distributed`` cannot
+initialise or cannot run one cross-process all-gather on this CPU (the skip gives
+the error).
+"""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import jdeconv
+
+from _distributed_worker import NO_CAPABILITY
+
+WORKER = Path(__file__).with_name("_distributed_worker.py")
+NUM_PROCESSES = 2
+LOCAL_DEVICES = 2
+TIMEOUT_S = 180
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _inputs():
+    rng = np.random.default_rng(0)
+    kernels = [np.asarray(jdeconv.data.gaussian_kernel(5, s)) for s in (0.45, 0.5, 0.55, 0.6)]
+    xs = np.stack([jdeconv.data.noise_target((32, 32), seed=s) for s in range(8)])
+    ys_pairs = np.stack([np.asarray(jdeconv.conv2d(x, kernels[i % 4]))
+                         for i, x in enumerate(xs)])
+    ys_pairs = ys_pairs + 1e-3 * rng.standard_normal(ys_pairs.shape)
+    x = xs[0]
+    ys_one_x = np.stack([np.asarray(jdeconv.conv2d(x, kernels[i % 4])) for i in range(7)])
+    ys_one_x = ys_one_x + 1e-3 * rng.standard_normal(ys_one_x.shape)
+    return dict(xs=xs, ys_pairs=ys_pairs, x=x, ys_one_x=ys_one_x,
+                kernel_shape=np.asarray((5, 5)))
+
+
+def _env():
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    flags = [f for f in env.get("XLA_FLAGS", "").split()
+             if not f.startswith("--xla_force_host_platform_device_count")]
+    env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count="
+                                         f"{LOCAL_DEVICES}"])
+    env.pop("JAX_NUM_CPU_DEVICES", None)
+    return env
+
+
+def _run_workers(inputs, prefix):
+    port = _free_port()
+    procs = [subprocess.Popen([sys.executable, str(WORKER), str(i), str(NUM_PROCESSES),
+                               str(port), str(inputs), str(prefix)],
+                              env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+             for i in range(NUM_PROCESSES)]
+    outs = []
+    try:
+        for p in procs:
+            outs.append(p.communicate(timeout=TIMEOUT_S)[0])
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            p.kill()
+        pytest.fail(f"the {NUM_PROCESSES} jax.distributed workers did not finish in "
+                    f"{TIMEOUT_S} s")
+    return [p.returncode for p in procs], outs
+
+
+def test_estimate_kernels_two_processes_equal_one(tmp_path):
+    data = _inputs()
+    np.savez(tmp_path / "inputs.npz", **data)
+    codes, outs = _run_workers(tmp_path / "inputs.npz", tmp_path / "out")
+    if NO_CAPABILITY in codes:
+        reason = next((line for out in outs for line in out.splitlines()
+                       if line.startswith("NO-CAPABILITY:")), "NO-CAPABILITY: (no message)")
+        if all(c in (0, NO_CAPABILITY) for c in codes):
+            pytest.skip(f"jax.distributed on the CPU is not available: {reason}")
+    for i, (code, out) in enumerate(zip(codes, outs)):
+        assert code == 0, f"worker {i} exited with {code}:\n{out[-4000:]}"
+
+    kshape = tuple(data["kernel_shape"])
+    single = {"pairs": jdeconv.estimate_kernels(data["xs"], data["ys_pairs"], kshape),
+              "one_x": jdeconv.estimate_kernels(data["x"], data["ys_one_x"], kshape)}
+    for i in range(NUM_PROCESSES):
+        got = np.load(tmp_path / f"out{i}.npz")
+        assert int(got["devices"]) == NUM_PROCESSES * LOCAL_DEVICES
+        assert int(got["local_devices"]) == LOCAL_DEVICES
+        for case, est in single.items():
+            assert np.all(np.asarray(est.result) == 0), case
+            np.testing.assert_array_equal(got[f"{case}_result"], np.asarray(est.result))
+            for field in ("kernel", "residual_norm", "noise_sigma", "optimality"):
+                want = np.asarray(getattr(est, field))
+                assert got[f"{case}_{field}"].shape == want.shape, (case, field)
+                atol = 1e-10 * max(1.0, float(np.max(np.abs(want))))
+                np.testing.assert_allclose(got[f"{case}_{field}"], want, rtol=0, atol=atol,
+                                           err_msg=f"process {i}, {case}, {field}")
