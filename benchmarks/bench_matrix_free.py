@@ -1,4 +1,4 @@
-"""The matrix-free path on a 129x129 kernel and a 1024^2 pair: time per iteration, iterations, memory.
+"""Matrix-free path, 129x129 kernel on a 1024^2 pair: time per iteration, iterations, memory.
 
 Usage:
   python benchmarks/bench_matrix_free.py                  # 1024^2, 129x129, the default cases
@@ -17,8 +17,9 @@ three times with the same compiled program (``tol`` is traced):
 
 time per iteration = (warm solve − set-up) / iterations (for Huber the warm-up
 iterations count too; for Poisson the failed backtracking trials, one forward
-convolution each, are spread over the iterations). The normal matrix of the same problem, which every other
-solver forms, would need (k l)^2 x 8 bytes (2.2 GB at 129x129).
+convolution each, are spread over the iterations). The normal matrix of the same
+problem, which every other solver forms, would need (k l)^2 x 8 bytes (2.2 GB at
+129x129).
 
 Cases (``image:loss``), float64, valid geometry, simplex prior, FISTA:
 

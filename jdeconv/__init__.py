@@ -12,6 +12,9 @@ Three layers, imported one way:
 * :mod:`jdeconv.data`: synthetic images, kernel families, noise, image files.
 * :mod:`jdeconv.experiment`: YAML configs, runs, metrics, plots, the CLI.
 
+The names a user can pass are listed in the constants ``MODES``, ``PRIORS``,
+``SOLVERS`` and ``REGULARIZERS`` (declared once in ``jdeconv/_names.py``).
+
 Names are loaded on first use (PEP 562), so ``import jdeconv`` is cheap and the
 command line answers ``--help`` without importing JAX.
 """

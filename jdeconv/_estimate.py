@@ -630,7 +630,7 @@ def estimate_kernel(x, y, kernel_shape, *, max_kernel_shape=None, mode: _names.M
     Example:
       >>> import jdeconv
       >>> x = jdeconv.data.shapes_image((64, 64), seed=1, n_shapes=6)
-      >>> h = jdeconv.data.gaussian_kernel(7, 1.5)
+      >>> h = jdeconv.data.gaussian_kernel(7, 1.0)
       >>> est = jdeconv.estimate_kernel(x, jdeconv.conv2d(x, h), 7)
       >>> est.solver, bool(est.converged)
       ('exact', True)
@@ -805,10 +805,10 @@ def estimate_kernels(xs, ys, kernel_shape, *, mode: _names.Mode = "valid",
     Example:
       >>> import numpy as np, jdeconv
       >>> xs = np.stack([jdeconv.data.noise_target((32, 32), seed=s) for s in range(3)])
-      >>> h = jdeconv.data.gaussian_kernel(5, 1.0)
+      >>> h = jdeconv.data.gaussian_kernel(7, 1.0)
       >>> ys = np.stack([np.asarray(jdeconv.conv2d(x, h)) for x in xs])
-      >>> jdeconv.estimate_kernels(xs, ys, 5).kernel.shape
-      (3, 5, 5)
+      >>> jdeconv.estimate_kernels(xs, ys, 7).kernel.shape
+      (3, 7, 7)
     """
     support, reference = _oriented_inputs(orientation, support, reference)
     problem = _problem.make_problem(xs, ys, kernel_shape, mode=mode, dtype=dtype,

@@ -153,7 +153,7 @@ DEFAULT_TOL = {"float64": 1e-10, "float32": 1e-6}
 
 
 class MatrixFreeOutput(NamedTuple):
-    """What :func:`solve_matrix_free` returns (mirrors :class:`jdeconv._solvers._driver.SolverOutput`).
+    """What :func:`solve_matrix_free` returns (mirrors ``_solvers._driver.SolverOutput``).
 
     Attributes:
       h: (k l,) the flattened kernel (row-major).
@@ -227,7 +227,7 @@ def _check_options(kind: str, name: str, options, table) -> tuple:
 
 
 def check_loss_options(loss: str, options=None) -> tuple:
-    """Validates ``loss_options`` for ``loss``; a sorted, hashable tuple with the defaults filled in.
+    """Validates ``loss_options`` for ``loss``; a sorted, hashable tuple, defaults filled in.
 
     Example:
       >>> from jdeconv._matrix_free import check_loss_options
@@ -287,7 +287,7 @@ def _huber(r, delta):
 
 
 def _poisson_terms(mu, c, eps):
-    """``μ − c log μ`` continued below ``ε`` by its 2nd-order Taylor polynomial, minus its value at ``μ = c``."""
+    """Per pixel ``μ − c − c log(μ/c)``; below ``ε`` its 2nd-order Taylor continuation."""
     ok = mu >= eps
     above = mu - c * jnp.log(jnp.where(ok, mu, eps))  # (where, not maximum: exact gradient at ε)
     d = mu - eps
@@ -568,13 +568,15 @@ def _data_term(y, pixel_weights, loss, loss_options, delta=None) -> _Data:
     floor = lopts.get("floor")
     eps = DEFAULT_FLOOR * level if floor is None else jnp.asarray(floor, dtype)
     def difference(z1, z0):
-        # per pixel (μ1 − μ0) − c log(μ1/μ0) = Δ − c log1p(Δ/μ0): no large constants cancel
+        # per pixel (μ1 − μ0) − c log(μ1/μ0) = Δ − c log1p(Δ/μ0): no large constants
+        # cancel
         mu0, delta = z0 + offset, z1 - z0
         ok = (mu0 >= eps) & (z1 + offset >= eps)
         safe0 = jnp.where(ok, mu0, 1.0)
         stable = delta - c * jnp.log1p(jnp.where(ok, delta, 0.0) / safe0)
-        direct = _poisson_terms(z1 + offset, c, eps) - _poisson_terms(mu0, c, eps)
-        terms = jnp.where(ok, stable, direct)
+        # below the floor (rare): the direct difference; skipped when no pixel is there
+        terms = lax.cond(jnp.all(ok | ~used), lambda: stable, lambda: jnp.where(
+            ok, stable, _poisson_terms(z1 + offset, c, eps) - _poisson_terms(mu0, c, eps)))
         # rounding: of the terms, and of Δ itself (a difference of two FFT convolutions, each
         # off by ~eps |μ|), which enters through the slope 1 − c/μ
         mu0_safe = jnp.maximum(mu0, eps)

@@ -6,12 +6,14 @@ Run with ``JAX_PLATFORMS=cpu``. Exits with :data:`NO_CAPABILITY` (and a line sta
 computation on this CPU; any other failure is a genuine error.
 """
 
+import faulthandler
 import sys
 import time
 import traceback
 import warnings
 
 NO_CAPABILITY = 77
+WATCHDOG_S = 120  # a hung worker prints every thread's stack and exits (parent: 150 s)
 
 
 def _capability(process_id, num_processes, port):
@@ -32,6 +34,7 @@ def _capability(process_id, num_processes, port):
 
 
 def main(argv):
+    faulthandler.dump_traceback_later(WATCHDOG_S, exit=True)
     t0 = time.perf_counter()
     process_id, num_processes, port = (int(a) for a in argv[1:4])
 

@@ -25,6 +25,20 @@ POSITIONAL_WITH_DEFAULT = {
     ("jdeconv", "normal_equations"): {"mode"},
     ("jdeconv", "kernel_operator"): {"mode"},
     ("jdeconv", "image_operator"): {"mode"},
+    ("jdeconv", "conv2d_field"): {"mode"},
+    ("jdeconv", "conv2d_field_adjoint_image"): {"mode"},
+    ("jdeconv", "conv2d_field_adjoint_kernels"): {"mode"},
+    ("jdeconv", "image_field_operator"): {"mode"},
+    ("jdeconv", "kernel_field_operator"): {"mode"},
+    ("jdeconv", "conditioning_report"): {"mode"},
+    # the subject of the call, not an option (a shape, a name, a source, a destination)
+    ("jdeconv", "project_prior"): {"support"},
+    ("jdeconv.data", "make_image"): {"shape"},
+    ("jdeconv.data", "motion_kernel"): {"angle"},
+    ("jdeconv.data", "natural_image"): {"name"},
+    ("jdeconv.data", "shapes_image"): {"shape"},
+    ("jdeconv.experiment", "load_config"): {"source", "overrides"},
+    ("jdeconv.experiment", "run_experiment"): {"out_dir"},
 }
 
 # What `import jdeconv` must not load: the application layer's libraries.

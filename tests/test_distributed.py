@@ -1,11 +1,16 @@
 """``estimate_kernels`` across two processes with ``jax.distributed`` (multi-host, on the CPU).
 
-Two local processes (``JAX_PLATFORMS=cpu``, two CPU devices each: a global mesh of
-four devices) join a coordinator on 127.0.0.1 and call ``estimate_kernels`` on the
+Two local processes (``JAX_PLATFORMS=cpu``, one CPU device each: a global mesh of
+two devices) join a coordinator on 127.0.0.1 and call ``estimate_kernels`` on the
 same global batch; every process passes the full batch and gets the full result
 back. Both must equal one single-process run to 1e-10 (float64), for a batch of
-separate pairs and for one original with many blurred images (7 pairs: the batch
-is padded to the 4 devices). The worker is tests/_distributed_worker.py.
+separate pairs (8: four per device) and for one original with many blurred images
+(7: padded to 8). The worker is tests/_distributed_worker.py.
+
+One CPU device per process, as on a cluster: with as many CPU devices in one
+process as the machine has cores (``--xla_force_host_platform_device_count``),
+jaxlib's batched LAPACK kernels (eigh) block every intra-op thread waiting for
+sub-tasks on the same pool, and the program deadlocks (jaxlib 0.10.2, 2 cores).
 
 The test is skipped only when the capability check fails: ``jax.distributed`` cannot
 initialise or cannot run one cross-process all-gather on this CPU (the skip gives
@@ -27,8 +32,8 @@ from _distributed_worker import NO_CAPABILITY
 
 WORKER = Path(__file__).with_name("_distributed_worker.py")
 NUM_PROCESSES = 2
-LOCAL_DEVICES = 2
-TIMEOUT_S = 180
+LOCAL_DEVICES = 1
+TIMEOUT_S = 150  # the workers dump their stacks and exit after WATCHDOG_S
 
 
 def _free_port() -> int:
@@ -61,13 +66,16 @@ def _env():
     return env
 
 
-def _run_workers(inputs, prefix):
+def _start_workers(inputs, prefix):
     port = _free_port()
-    procs = [subprocess.Popen([sys.executable, str(WORKER), str(i), str(NUM_PROCESSES),
-                               str(port), str(inputs), str(prefix)],
-                              env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True)
-             for i in range(NUM_PROCESSES)]
+    return [subprocess.Popen([sys.executable, str(WORKER), str(i), str(NUM_PROCESSES),
+                              str(port), str(inputs), str(prefix)],
+                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+            for i in range(NUM_PROCESSES)]
+
+
+def _wait(procs):
     outs = []
     try:
         for p in procs:
@@ -83,7 +91,13 @@ def _run_workers(inputs, prefix):
 def test_estimate_kernels_two_processes_equal_one(tmp_path):
     data = _inputs()
     np.savez(tmp_path / "inputs.npz", **data)
-    codes, outs = _run_workers(tmp_path / "inputs.npz", tmp_path / "out")
+    procs = _start_workers(tmp_path / "inputs.npz", tmp_path / "out")
+    try:  # the single-process reference, while the workers run
+        kshape = tuple(data["kernel_shape"])
+        single = {"pairs": jdeconv.estimate_kernels(data["xs"], data["ys_pairs"], kshape),
+                  "one_x": jdeconv.estimate_kernels(data["x"], data["ys_one_x"], kshape)}
+    finally:
+        codes, outs = _wait(procs)
     if NO_CAPABILITY in codes:
         reason = next((line for out in outs for line in out.splitlines()
                        if line.startswith("NO-CAPABILITY:")), "NO-CAPABILITY: (no message)")
@@ -92,9 +106,6 @@ def test_estimate_kernels_two_processes_equal_one(tmp_path):
     for i, (code, out) in enumerate(zip(codes, outs)):
         assert code == 0, f"worker {i} exited with {code}:\n{out[-4000:]}"
 
-    kshape = tuple(data["kernel_shape"])
-    single = {"pairs": jdeconv.estimate_kernels(data["xs"], data["ys_pairs"], kshape),
-              "one_x": jdeconv.estimate_kernels(data["x"], data["ys_one_x"], kshape)}
     for i in range(NUM_PROCESSES):
         got = np.load(tmp_path / f"out{i}.npz")
         assert int(got["devices"]) == NUM_PROCESSES * LOCAL_DEVICES

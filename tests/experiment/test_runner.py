@@ -15,7 +15,7 @@ from jdeconv.experiment._artifacts import partial_directory_of
 
 RUN_FILES = {"config.yaml", "versions.json", "metrics.json", "kernel.npy", "truth.npy",
              "loss_history.npy", "loss_history.csv", "kernel.csv", "kernel.png",
-             "plot_kernel.png", "plot_convergence.png", "plot_residual.png"}
+             "plot_kernel.png", "plot_convergence.png", "plot_residual.png", "plot_mtf.png"}
 NO_EXTRAS = {"plots": False, "error_curve": False, "save_csv": False, "save_kernel_png": False}
 
 
