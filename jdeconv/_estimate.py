@@ -502,6 +502,8 @@ def _to_result(out: _Out, s: _Settings, problem, solver_requested, lead=()):
         kernel = kernel[..., ::-1, ::-1]
     stats = dict(out.stats)
     gain, background = stats.pop("gain"), stats.pop("background")
+    if s.orientation == "correlation":  # measured on the kernel as returned
+        stats["centroid_offset"] = _diagnostics.centroid_offset(kernel)
     return KernelEstimate(
         kernel=kernel, result=out.result, optimality=out.optimality, gain=gain,
         background=background,
