@@ -796,7 +796,8 @@ def estimate_kernels(xs, ys, kernel_shape, *, mode: _names.Mode = "valid",
     same vmapped call. When several devices are visible (GPUs, or CPU devices
     from ``XLA_FLAGS=--xla_force_host_platform_device_count``) the batch is
     sharded over all of them with ``jax.sharding``; under ``jax.distributed``
-    every process passes its own shard of the global batch the same way. Results
+    every process passes the same full batch; each computes the pairs on its own devices
+    and every process returns the whole batch's result. Results
     equal the per-pair :func:`estimate_kernel` to float tolerance and each
     kernel satisfies its own prior. ``throw`` defaults to False here: a batch
     returns one :class:`jdeconv.RESULTS` code per pair.

