@@ -69,8 +69,9 @@ def centroid_offset(kernel) -> jnp.ndarray:
     h = jnp.abs(jnp.asarray(kernel))
     k, l = h.shape[-2:]
     total = h.sum(axis=(-2, -1))
-    rows = (h.sum(axis=-1) * jnp.arange(k)).sum(axis=-1) / total
-    cols = (h.sum(axis=-2) * jnp.arange(l)).sum(axis=-1) / total
+    lead = (1,) * (h.ndim - 2)  # broadcast over a batch explicitly (rank promotion is strict)
+    rows = (h.sum(axis=-1) * jnp.arange(k).reshape(lead + (k,))).sum(axis=-1) / total
+    cols = (h.sum(axis=-2) * jnp.arange(l).reshape(lead + (l,))).sum(axis=-1) / total
     return jnp.stack([rows - (k - 1) // 2, cols - (l - 1) // 2], axis=-1)
 
 
