@@ -7,7 +7,7 @@ Usage:
 
 Each case runs in a fresh subprocess (so its peak resident memory, ``VmHWM`` from
 /proc/self/status, is its own): it imports jax and jdeconv, records the baseline
-VmHWM, loads the pair, and calls ``jdeconv._matrix_free.estimate_kernel_matrix_free``
+VmHWM, loads the pair, and calls ``jdeconv.estimate_kernel`` on the matrix-free path
 three times with the same compiled program (``tol`` is traced):
 
 * first call (compilation included), ``tol`` = the default (1e-10 in float64);
@@ -64,7 +64,7 @@ def child(xpath, ypath, k, loss, solver, cap, out_path):
     jax.config.update("jax_enable_x64", True)
     import numpy as np
 
-    from jdeconv._matrix_free import estimate_kernel_matrix_free
+    import jdeconv
 
     jax.numpy.zeros(1).block_until_ready()  # initialise the backend
     base = _vmhwm_kb()
@@ -72,8 +72,9 @@ def child(xpath, ypath, k, loss, solver, cap, out_path):
 
     def run(tol=None):
         t0 = time.perf_counter()
-        est = estimate_kernel_matrix_free(x, y, k, loss=loss, solver=solver, max_iters=cap,
-                                          tol=tol)
+        est = jdeconv.estimate_kernel(x, y, k, loss=loss, solver=solver, max_iters=cap,
+                                      tol=tol, solver_options={"matrix_free": True},
+                                      throw=False)
         jax.block_until_ready(est.kernel)
         return time.perf_counter() - t0, est
 
@@ -87,6 +88,7 @@ def child(xpath, ypath, k, loss, solver, cap, out_path):
         baseline_kb=base, peak_kb=_vmhwm_kb(), first_s=first, warm_s=warm, setup_s=setup,
         per_iter_s=per_iter, iterations=iters, warmup_iterations=warm_iters,
         converged=bool(est.converged), optimality=float(est.optimality),
+        fit_statistic=float(est.fit_statistic),
         backtracks=int(est.stats["backtracks"]),
         lipschitz=float(est.lipschitz), kernel=np.asarray(est.kernel).tolist())))
 

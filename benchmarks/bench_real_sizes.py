@@ -132,6 +132,29 @@ def kernel_of(est):
     return np.asarray(jax.block_until_ready(est.kernel))
 
 
+def batched_against_loop(label, loop_label, ratio_key, batched, single, args):
+    """One batched call (warm) against separate ``single(i)`` calls (per pair), printed.
+
+    Returns ``batched`` (:func:`warm`), ``batched_per_pair_s``, ``loop``
+    (:func:`per_pair_loop`), ``ratio_key`` (loop s/pair over batched s/pair) and
+    ``max_abs_diff`` between the two sets of kernels.
+    """
+    B = args.batch
+    bt, est = warm(batched, args.reps, args.slow_s)
+    k_b = kernel_of(est)
+    kernel_of(single(0))  # compile the loop's call
+    lt, ks = per_pair_loop(lambda i: kernel_of(single(i)), B, args.loop_budget_s)
+    n = lt["pairs_timed"]
+    res = {"batched": bt, "batched_per_pair_s": bt["warm_s"] / B, "loop": lt,
+           ratio_key: lt["per_pair_s"] / (bt["warm_s"] / B),
+           "max_abs_diff": float(np.abs(k_b[:n] - np.stack(ks)).max())}
+    print(f"{label}: {_common.fmt_t(bt['warm_s'])} ({_common.fmt_t(bt['warm_s'] / B)}/pair, "
+          f"compile {bt['compile_s']:.1f} s); {loop_label} {_common.fmt_t(lt['per_pair_s'])}/pair "
+          f"over {n} pairs: {res[ratio_key]:.2f}× {ratio_key.replace('_', ' ')} "
+          f"(max |diff| {res['max_abs_diff']:.1e})")
+    return res
+
+
 def uptime() -> str:
     try:
         return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10).stdout.strip()
@@ -249,41 +272,18 @@ def batch_rows(args):
     out = dict(size=args.size, box=box, batch=B)
 
     if not args.no_auto:
-        bt, est_b = warm(lambda: jdeconv.estimate_kernels(xs, ys, box, mode="same",
-                                                           regularization="auto"),
-                         args.reps, args.slow_s)
-        k_b = kernel_of(est_b)
-        jdeconv.estimate_kernel(xs[0], ys[0], box, mode="same", regularization="auto",
-                                throw=False).kernel.block_until_ready()  # compile the loop's
-        lt, ks = per_pair_loop(lambda i: kernel_of(jdeconv.estimate_kernel(
-            xs[i], ys[i], box, mode="same", regularization="auto", throw=False)), B,
-            args.loop_budget_s)
-        n = lt["pairs_timed"]
-        out["auto"] = dict(batched=bt, batched_per_pair_s=bt["warm_s"] / B, loop=lt,
-                           throughput_ratio=lt["per_pair_s"] / (bt["warm_s"] / B),
-                           max_abs_diff=float(np.abs(k_b[:n] - np.stack(ks)).max()))
-        print(f"batched auto, {B} × {args.size}², box {box}: {_common.fmt_t(bt['warm_s'])} "
-              f"({_common.fmt_t(bt['warm_s'] / B)}/pair, compile {bt['compile_s']:.1f} s); "
-              f"loop {_common.fmt_t(lt['per_pair_s'])}/pair over {n} pairs: "
-              f"{out['auto']['throughput_ratio']:.2f}× throughput "
-              f"(max |diff| {out['auto']['max_abs_diff']:.1e})")
+        out["auto"] = batched_against_loop(
+            f"batched auto, {B} × {args.size}², box {box}", "loop", "throughput_ratio",
+            lambda: jdeconv.estimate_kernels(xs, ys, box, mode="same", regularization="auto"),
+            lambda i: jdeconv.estimate_kernel(xs[i], ys[i], box, mode="same",
+                                              regularization="auto", throw=False), args)
 
     x = xs[0]
     ys1 = np.stack([blurred(x, hs[i], seed=1000 + i) for i in range(B)])
-    st, est_s = warm(lambda: jdeconv.estimate_kernels(x, ys1, box, mode="same"), args.reps,
-                     args.slow_s)
-    k_s = kernel_of(est_s)
-    jdeconv.estimate_kernel(x, ys1[0], box, mode="same", throw=False).kernel.block_until_ready()
-    lt, ks = per_pair_loop(lambda i: kernel_of(jdeconv.estimate_kernel(
-        x, ys1[i], box, mode="same", throw=False)), B, args.loop_budget_s)
-    n = lt["pairs_timed"]
-    out["one_x"] = dict(batched=st, batched_per_pair_s=st["warm_s"] / B, loop=lt,
-                        speedup=lt["per_pair_s"] / (st["warm_s"] / B),
-                        max_abs_diff=float(np.abs(k_s[:n] - np.stack(ks)).max()))
-    print(f"one x, {B} ys, box {box}: {_common.fmt_t(st['warm_s'])} "
-          f"({_common.fmt_t(st['warm_s'] / B)}/pair, compile {st['compile_s']:.1f} s); "
-          f"separate calls {_common.fmt_t(lt['per_pair_s'])}/pair over {n}: "
-          f"{out['one_x']['speedup']:.2f}× (max |diff| {out['one_x']['max_abs_diff']:.1e})")
+    out["one_x"] = batched_against_loop(
+        f"one x, {B} ys, box {box}", "separate calls", "speedup",
+        lambda: jdeconv.estimate_kernels(x, ys1, box, mode="same"),
+        lambda i: jdeconv.estimate_kernel(x, ys1[i], box, mode="same", throw=False), args)
     return out
 
 

@@ -52,6 +52,7 @@ _EXPORTS = {
     "choose_regularization": "_autoreg",
     "estimate_noise": "_noise_level",
     "FitWarning": "_diagnostics",
+    "KernelBoxWarning": "_diagnostics",
     "conv2d_field": "_field_conv",
     "conv2d_field_adjoint_kernels": "_field_conv",
     "conv2d_field_adjoint_image": "_field_conv",
@@ -85,6 +86,7 @@ _EXPORTS = {
     "Ellipticity": "_kernel_metrics",
     "MTF": "_kernel_metrics",
     "SOLVER_OPTIONS": "_estimate",
+    "LOSS_OPTIONS": "_estimate",
     "solve_qp_differentiable": "_implicit",
     "kernel_standard_errors": "_uncertainty",
     "KernelUncertainty": "_uncertainty",
@@ -140,8 +142,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
                                     kernel_operator)
     from jdeconv._priors import project_prior
     from jdeconv._problem import Problem, make_problem
-    from jdeconv._diagnostics import FitWarning
-    from jdeconv._estimate import SOLVER_OPTIONS
+    from jdeconv._diagnostics import FitWarning, KernelBoxWarning
+    from jdeconv._estimate import LOSS_OPTIONS, SOLVER_OPTIONS
     from jdeconv._field import TILE_RESULTS, PSFField, estimate_psf_field
     from jdeconv._field_conv import (ImageFieldOperator, KernelFieldOperator, conv2d_field,
                                      conv2d_field_adjoint_image, conv2d_field_adjoint_kernels,

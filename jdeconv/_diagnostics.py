@@ -13,7 +13,10 @@ one-line warnings that name the likely causes:
 * an all-zero or constant blurred image.
 
 The warnings are :class:`FitWarning` (a ``UserWarning``), so they can be
-filtered with the ``warnings`` module.
+filtered with the ``warnings`` module; the ones that say the box cuts the
+kernel (mass on its border, or a kernel that fills the generous box of
+``kernel_shape="auto"``) are the subclass :class:`KernelBoxWarning`, so they
+can be filtered by class, never by their wording.
 """
 
 from __future__ import annotations
@@ -32,6 +35,22 @@ BORDER_MASS_WARN = 0.02
 
 class FitWarning(UserWarning):
     """A finished estimate that is probably wrong, or inputs that look wrong."""
+
+
+class KernelBoxWarning(FitWarning):
+    """The kernel's box probably cuts the kernel: mass on its border, or a filled generous box.
+
+    A :class:`FitWarning`; its own class lets a caller that expects mass on the
+    border (a box chosen by ``kernel_shape="auto"`` ends where the support does)
+    drop these warnings and keep the others.
+    """
+
+
+class _BoxMessage(str):
+    """The text of a :class:`KernelBoxWarning` (a plain ``str`` is emitted as a FitWarning)."""
+
+    __slots__ = ()
+    category = KernelBoxWarning
 
 
 def border_mass(kernel) -> jnp.ndarray:
@@ -119,18 +138,18 @@ def estimate_messages(est, *, given_shape: bool = True) -> list[str]:
         outside = float(np.asarray(est.stats.get("mass_outside_box", 0.0)))
         generous = tuple(int(v) for v in np.asarray(est.stats.get("generous_shape", (k, l))))
         if outside > BORDER_MASS_WARN or (k, l) == generous:
-            out.append(
+            out.append(_BoxMessage(
                 f"the kernel fills the whole generous box {generous[0]}x{generous[1]} "
                 f"({100 * outside:.1f} % of its mass outside the chosen box): give a larger "
-                f"max_kernel_shape, e.g. ({2 * generous[0] + 1}, {2 * generous[1] + 1}).")
+                f"max_kernel_shape, e.g. ({2 * generous[0] + 1}, {2 * generous[1] + 1})."))
     elif min(k, l) >= 3:
         frac = float(np.asarray(border_mass(est.kernel)))
         if frac > BORDER_MASS_WARN:
             pad = max(2, int(round(0.25 * max(k, l))))
-            out.append(
+            out.append(_BoxMessage(
                 f"{100 * frac:.1f} % of the kernel's mass lies on the border of its {k}x{l} box: "
                 f"the box probably cuts the kernel; try kernel_shape=({k + 2 * pad}, "
-                f"{l + 2 * pad})" + (" or kernel_shape='auto'." if given_shape else "."))
+                f"{l + 2 * pad})" + (" or kernel_shape='auto'." if given_shape else ".")))
     return out
 
 
@@ -152,13 +171,13 @@ def batch_messages(est) -> list[str]:
         frac = np.asarray(border_mass(est.kernel))
         cut = ok & (frac > BORDER_MASS_WARN)
         if cut.any():
-            out.append(f"{cut.sum()} of {cut.size} kernels have more than "
-                       f"{100 * BORDER_MASS_WARN:g} % of their mass on the border of the "
-                       f"{k}x{l} box: try a larger kernel_shape.")
+            out.append(_BoxMessage(f"{cut.sum()} of {cut.size} kernels have more than "
+                                   f"{100 * BORDER_MASS_WARN:g} % of their mass on the border "
+                                   f"of the {k}x{l} box: try a larger kernel_shape."))
     return out
 
 
 def warn(messages, stacklevel: int = 3) -> None:
-    """Emits each message as a :class:`FitWarning`."""
+    """Emits each message as a :class:`FitWarning` (a box message: :class:`KernelBoxWarning`)."""
     for m in messages:
-        warnings.warn(m, FitWarning, stacklevel=stacklevel)
+        warnings.warn(str(m), getattr(m, "category", FitWarning), stacklevel=stacklevel)

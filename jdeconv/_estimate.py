@@ -22,12 +22,12 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jdeconv import (_autoreg, _conv, _diagnostics, _geometry, _gram, _implicit, _kernel_size,
-                     _names,
-                     _noise_level, _priors, _problem, _regularizers, _uncertainty,
-                     _validation, _weighted_gram)
+                     _matrix_free, _names, _noise_level, _priors, _problem, _regularizers,
+                     _uncertainty, _validation, _weighted_gram)
 from jdeconv._objective import Objective, lipschitz
 from jdeconv._solution import RESULTS, EstimateError, KernelEstimate
 from jdeconv._solvers import _driver, adam, exact, fista, fourier, gd, momentum
+from jdeconv._solvers import options as _options
 
 # Largest kernel (in taps) for which the exact solver forms and factors the
 # (k l) x (k l) normal matrix; beyond it "auto" uses FISTA.
@@ -37,22 +37,26 @@ DEFAULT_FIRST_ORDER_ITERS = 5000
 DEFAULT_FIRST_ORDER_TOL = {"float64": 1e-10, "float32": 1e-6}
 
 #: Hyperparameters each solver accepts through ``solver_options=`` (and their defaults).
-SOLVER_OPTIONS: dict[str, dict[str, Any]] = {
-    "exact": {"max_fallback_iters": None},
-    "fista": {"restart": True},
-    "gd": {},
-    "momentum": {"momentum": momentum.DEFAULT_MOMENTUM},
-    "adam": {"learning_rate": adam.DEFAULT_RATE, "decay_rate": adam.DEFAULT_DECAY},
-    "fourier": {"eps": None},
-}
+SOLVER_OPTIONS = _options.SOLVER_OPTIONS
+#: Options of each data term through ``loss_options=`` (matrix-free path).
+LOSS_OPTIONS = _options.LOSS_OPTIONS
+#: Solvers that can run on the matrix-free path.
+MATRIX_FREE_SOLVERS = ("fista", "gd", "momentum", "adam")
 
 
 # ----------------------------------------------------------------------------
 # Settings (eager)
 # ----------------------------------------------------------------------------
 
-def _resolve_solver(solver, prior, n_taps, weights):
+def _resolve_solver(solver, prior, n_taps, weights, loss="l2"):
     solver = _validation.check_solver(solver)
+    if loss == "poisson":
+        if solver == "auto":
+            return "fista"
+        if solver not in MATRIX_FREE_SOLVERS:
+            raise ValueError(f"loss='poisson' has no normal equations: it runs on the matrix-free "
+                             f"path, with solver 'fista' (the default with solver='auto'), "
+                             f"'momentum', 'gd' or 'adam'; got solver {solver!r}.")
     l1_unsupported = weights["l1"] > 0 and prior in ("none", "sum_to_one")
     if weights["l1"] > 0 and prior == "sum_to_one":
         raise ValueError("the l1 regulariser is not supported with prior='sum_to_one' (its "
@@ -67,40 +71,6 @@ def _resolve_solver(solver, prior, n_taps, weights):
         raise ValueError(f"solver='exact' forms a {n_taps}x{n_taps} matrix; kernels above "
                          f"{EXACT_MAX_TAPS} taps need solver='fista'.")
     return solver
-
-
-def _check_options(solver: str, options) -> tuple:
-    """Validates ``solver_options`` against :data:`SOLVER_OPTIONS`; a sorted, hashable tuple."""
-    allowed = SOLVER_OPTIONS[solver]
-    if options is None:
-        options = {}
-    if not isinstance(options, dict):
-        raise TypeError(f"solver_options must be a mapping like {{'restart': False}}, got "
-                        f"{options!r}.")
-    out = dict(allowed)
-    for key, value in options.items():
-        if key not in allowed:
-            names = ", ".join(allowed) if allowed else "(none)"
-            raise ValueError(f"solver {solver!r} has no option {key!r}; its options are: "
-                             f"{names}." + _validation.closest(key, allowed))
-        if key == "restart":
-            if not isinstance(value, (bool, np.bool_)):
-                raise TypeError(f"solver option 'restart' must be true or false, got {value!r}.")
-            value = bool(value)
-        elif key == "max_fallback_iters":
-            value = None if value is None else _validation.check_int(
-                value, "max_fallback_iters", minimum=0, maximum=_validation.MAX_ITERS)
-        elif key == "momentum":
-            value = _validation.check_real(value, "momentum", nonnegative=True, example=0.9)
-            if value >= 1:
-                raise ValueError(f"momentum is {value}; it must be in [0, 1), e.g. 0.9.")
-        elif key == "eps":
-            value = None if value is None else _validation.check_real(
-                value, "eps", positive=True, example=1e-3)
-        else:
-            value = _validation.check_real(value, key, positive=True, example=allowed[key])
-        out[key] = value
-    return tuple(sorted(out.items()))
 
 
 class _Settings(NamedTuple):
@@ -122,7 +92,7 @@ DEFAULT_ROBUST_STEPS = 10
 
 def _settings(problem, prior, solver, regularization, max_iters, tol, solver_options, *,
               gain=False, background="none", loss="l2", orientation="convolution",
-              standard_errors=False):
+              standard_errors=False, loss_options=None):
     prior = _validation.check_prior(prior)
     if not isinstance(gain, (bool, np.bool_)):
         raise TypeError(f"gain must be True or False, got {gain!r}.")
@@ -138,7 +108,7 @@ def _settings(problem, prior, solver, regularization, max_iters, tol, solver_opt
         raise ValueError(f"regularization must be None, 'auto' or a mapping of weights, got "
                          f"{regularization!r}.")
     weights = _regularizers.check_regularization(None if auto else regularization)
-    resolved = _resolve_solver(solver, prior, problem.n_taps, weights)
+    resolved = _resolve_solver(solver, prior, problem.n_taps, weights, loss)
     if auto and resolved != "exact":
         raise ValueError(f"regularization='auto' needs the exact solver (the kernel has at most "
                          f"{EXACT_MAX_TAPS} taps and solver 'auto' or 'exact'), got solver "
@@ -160,22 +130,66 @@ def _settings(problem, prior, solver, regularization, max_iters, tol, solver_opt
     if standard_errors and resolved != "exact":
         raise ValueError(f"standard_errors=True needs the exact solver (the inverse of the "
                          f"normal matrix on the free taps), got solver {resolved!r}.")
-    if loss == "huber" and resolved != "exact":
-        raise ValueError(f"loss='huber' runs reweighted exact solves; it needs solver 'exact' "
-                         f"(or 'auto' with at most {EXACT_MAX_TAPS} taps), got {resolved!r}.")
     opts = dict(solver_options or {}) if isinstance(solver_options, dict) else solver_options
     robust_steps = DEFAULT_ROBUST_STEPS
     if isinstance(opts, dict) and "robust_steps" in opts:
+        if loss != "huber" or resolved != "exact":
+            raise ValueError("solver option 'robust_steps' counts the reweighted exact solves "
+                             "of loss='huber' with the exact solver; on the matrix-free path "
+                             "use loss_options={'rounds': n, 'warmup': iters}.")
         robust_steps = _validation.check_int(opts.pop("robust_steps"), "robust_steps",
                                              minimum=1, maximum=1000, example=10)
-    options = _check_options(resolved, opts)
+    options = _options.check_solver_options(resolved, opts)
+    free = _matrix_free_path(resolved, dict(options), loss, problem.n_taps)
+    lopts = _check_loss_options(loss, loss_options, free, problem)
+    if free and (bool(gain) or degree is not None):
+        raise ValueError("a gain and a background are fitted jointly only on the normal "
+                         "equations (solver 'exact' or 'auto', at most "
+                         f"{EXACT_MAX_TAPS} taps, loss 'l2' or 'huber'); the matrix-free path "
+                         "cannot. With loss='poisson' give a known background as "
+                         "loss_options={'background': b}.")
+    if loss == "poisson" and problem.inverse_variance:
+        raise ValueError("loss='poisson' takes its variance from the model; weights='poisson' "
+                         "(or other inverse variances) would count it twice. Use mask= to "
+                         "exclude pixels, or loss='l2' with weights='poisson'.")
     model = _Model(gain=bool(gain), background=degree,
                    weighted=problem.pixel_weights is not None,
                    inverse_variance=problem.inverse_variance, loss=loss,
-                   robust_steps=robust_steps if loss == "huber" else 0,
-                   standard_errors=bool(standard_errors))
+                   robust_steps=robust_steps if loss == "huber" and not free else 0,
+                   standard_errors=bool(standard_errors), matrix_free=free,
+                   loss_options=lopts)
     return _Settings(prior, weights, auto, resolved, max_iters, tol, options, model,
                      orientation)
+
+
+def _matrix_free_path(solver: str, options: dict, loss: str, n_taps: int) -> bool:
+    """Whether a first-order solve runs matrix-free (FFT convolutions, O(image) memory).
+
+    By default above :data:`EXACT_MAX_TAPS` taps (the normal matrix would be
+    too large) and for Huber/Poisson (no normal equations); the solver option
+    ``matrix_free`` forces it either way, where the loss allows.
+    """
+    if solver not in MATRIX_FREE_SOLVERS:
+        return False
+    forced = options.get("matrix_free")
+    if forced is False and loss != "l2":
+        raise ValueError(f"loss={loss!r} with solver {solver!r} runs only on the matrix-free "
+                         "path; drop solver_options={'matrix_free': False} (or use solver="
+                         "'exact' for Huber).")
+    if forced is not None:
+        return bool(forced)
+    return n_taps > EXACT_MAX_TAPS or loss != "l2"
+
+
+def _check_loss_options(loss, loss_options, matrix_free, problem) -> tuple:
+    lopts = _options.check_loss_options(loss, loss_options)
+    if loss_options and not matrix_free:
+        raise ValueError("loss_options apply to the matrix-free path (loss 'poisson', or "
+                         "'huber' with a first-order solver); the exact Huber solve takes "
+                         "solver_options={'robust_steps': n}.")
+    if loss == "poisson":
+        _matrix_free.check_counts(problem, lopts)
+    return lopts
 
 
 # ----------------------------------------------------------------------------
@@ -238,6 +252,8 @@ class _Model(NamedTuple):
     loss: str = "l2"
     robust_steps: int = 0
     standard_errors: bool = False
+    matrix_free: bool = False  # FFT convolutions and jax.grad (no normal matrix)
+    loss_options: tuple = ()
 
 
 def _core(x, y, support, weights, tol, reference, candidates, w, *, kernel_shape, mode, prior,
@@ -279,16 +295,20 @@ def _core(x, y, support, weights, tol, reference, candidates, w, *, kernel_shape
             return jnp.zeros((0,), dtype)
         return _weighted_gram.recover_background(elim, kt)
 
-    def weighted_residual(kt, c, wt):
-        r = model_image(kt, c) - y
+    def weighted_residual(kt, c, wt, offset=0.0):
+        r = model_image(kt, c) + offset - y
         return r if wt is None else jnp.sqrt(wt) * jnp.where(wt > 0, r, 0)
 
     def finish(h, result, opt, iters, hist, errs, objective, L, wts, dof, stats, elim=None,
-               wt=None, face=None):
+               wt=None, face=None, offset=0.0, variance=None):
         c = background_of(elim, h)
-        r = weighted_residual(h, c, wt)
+        r = weighted_residual(h, c, wt, offset)
         rss = jnp.vdot(r, r)
-        if model.inverse_variance:
+        if variance is not None:  # Poisson: Pearson's statistic, each pixel's own variance
+            pearson = jnp.vdot(r / jnp.sqrt(variance), r / jnp.sqrt(variance))
+            sigma = jnp.sqrt(jnp.sum(jnp.where(wt > 0, variance, 0)) / jnp.maximum(used, 1.0))
+            fit = _autoreg.fit_statistic(pearson, dof, used, jnp.ones((), dtype))
+        elif model.inverse_variance:
             sigma = jnp.ones((), dtype)  # weighted residuals of a good fit have unit variance
         else:
             filled = y if wt is None else jnp.where(wt > 0, y, model_image(h, c))
@@ -301,7 +321,8 @@ def _core(x, y, support, weights, tol, reference, candidates, w, *, kernel_shape
             floor = jnp.maximum(rms, q / jnp.sqrt(12.0))
             sigma = jnp.where(q > 0, jnp.minimum(jnp.where(jnp.isnan(sigma), floor, sigma),
                                                  floor), sigma)
-        fit = _autoreg.fit_statistic(rss, dof, used, sigma)
+        if variance is None:
+            fit = _autoreg.fit_statistic(rss, dof, used, sigma)
         if model.gain:
             kernel, gain = _weighted_gram.split_gain(h)
         else:
@@ -335,6 +356,24 @@ def _core(x, y, support, weights, tol, reference, candidates, w, *, kernel_shape
         nan = jnp.asarray(jnp.nan, dtype)
         return finish(h, RESULTS.where(finite, finite), nan, jnp.asarray(1, jnp.int32), hist,
                       errs, hist[1], nan, weights, jnp.sum(h != 0).astype(dtype), {})
+
+    if model.matrix_free:  # FFT convolutions and jax.grad: memory O(image), any kernel size
+        mf = _matrix_free.solve_matrix_free(
+            xp, y, kernel_shape, prior=prior, support=support, weights=weights,
+            pixel_weights=w if model.weighted else None, loss=model.loss,
+            loss_options=model.loss_options, solver=solver, solver_options=options,
+            max_iters=max_iters, tol=tol, reference=reference)
+        dof = jnp.sum(mask & (mf.h != 0)).astype(dtype) - (1.0 if eq else 0.0)
+        stats = dict(mf.stats, step=1.0 / mf.lipschitz)
+        offset, variance = 0.0, None
+        if model.loss == "poisson":
+            lo = dict(model.loss_options)
+            offset = jnp.asarray(lo["background"], dtype)
+            mu = model_image(mf.h, None) + offset + lo["read_noise"] ** 2
+            variance = jnp.maximum(mu, 1e-6 * jnp.mean(jnp.abs(mu)) + jnp.finfo(dtype).tiny)
+        return finish(mf.h, mf.result, mf.optimality, mf.iterations, mf.loss_history,
+                      mf.error_history, mf.objective, mf.lipschitz, weights, dof, stats,
+                      wt=w0, offset=offset, variance=variance)
 
     blocks = () if batched else exact.default_block_sizes(n)
     wt = w0
@@ -381,7 +420,10 @@ def _core(x, y, support, weights, tol, reference, candidates, w, *, kernel_shape
     gram = ne.gram + reg_matrix
     l1 = (weights["l1"] * scale).astype(dtype) if kt_prior != "simplex" else jnp.zeros((), dtype)
     objective = Objective(gram, ne.rhs, ne.half_yy, l1)
-    L = lipschitz(gram)
+    if solver == "exact":  # reported only: Gershgorin's bound, one pass (no power iterations)
+        L = jnp.max(jnp.sum(jnp.abs(gram), axis=1))
+    else:
+        L = lipschitz(gram)
     prox = _prox(kt_prior, support, l1, L, kernel_shape)
     h0 = _priors.project_prior(jnp.zeros(kernel_shape, dtype), kt_prior, support).ravel()
     regularized = (weights["tikhonov"] > 0) | (weights["smooth"] > 0)
@@ -544,8 +586,9 @@ def estimate_kernel(x, y, kernel_shape, *, max_kernel_shape=None, mode: _names.M
                     tol: float | None = None, dtype=None, support=None, reference=None,
                     solver_options: dict | None = None, mask=None, weights=None,
                     saturation=None, nan: str = "raise", gain: bool = False,
-                    background="none", loss: str = "l2", orientation: str = "convolution",
-                    standard_errors: bool = False, throw: bool = True) -> KernelEstimate:
+                    background="none", loss: str = "l2", loss_options: dict | None = None,
+                    orientation: str = "convolution", standard_errors: bool = False,
+                    throw: bool = True) -> KernelEstimate:
     """Estimates the kernel ``h`` with ``y ≈ conv2d(x, h, mode)``.
 
     Minimises ``½||conv2d(x, h) − y||² + regularisation`` over kernels in the
@@ -568,7 +611,8 @@ def estimate_kernel(x, y, kernel_shape, *, max_kernel_shape=None, mode: _names.M
       prior: ``"simplex"`` (h >= 0, sum 1; the default: physical PSFs),
         ``"nonneg"``, ``"sum_to_one"`` or ``"none"``.
       solver: ``"auto"`` (the exact solver while the kernel has at most 4096
-        taps, else FISTA; the result's ``solver`` says which ran), ``"exact"``
+        taps, else FISTA on the matrix-free path; FISTA for ``loss="poisson"``;
+        the result's ``solver`` says which ran), ``"exact"``
         (active set on the normal equations: the constrained optimum to
         solver precision), ``"fista"``, ``"gd"``, ``"momentum"``, ``"adam"``,
         or ``"fourier"`` (fast approximate frequency-domain division).
@@ -589,7 +633,11 @@ def estimate_kernel(x, y, kernel_shape, *, max_kernel_shape=None, mode: _names.M
         for fista, ``{"momentum": 0.8}``, ``{"learning_rate": 5.0,
         "decay_rate": 0.5}`` for adam, ``{"eps": 1e-3}`` for fourier,
         ``{"max_fallback_iters": 500}`` for exact (:data:`SOLVER_OPTIONS`);
-        ``{"robust_steps": 10}`` with ``loss="huber"``.
+        ``{"robust_steps": 10}`` with ``loss="huber"`` and the exact solver.
+        The first-order solvers take ``{"matrix_free": True/False}``: by
+        default (None) they run matrix-free (FFT convolutions and
+        ``jax.grad``, memory O(image), see :mod:`jdeconv._matrix_free`) above
+        4096 taps and for Huber/Poisson, and on the normal matrix otherwise.
       standard_errors: also return per-tap standard errors of the kernel in
         ``stats["standard_errors"]`` (exact solver): σ·sqrt(diag(K G K)) on the
         free taps, K the inverse of the regularised normal matrix on the free
@@ -610,8 +658,18 @@ def estimate_kernel(x, y, kernel_shape, *, max_kernel_shape=None, mode: _names.M
       background: ``"none"``, ``"constant"``, ``"plane"`` or a polynomial
         degree of the pixel position, fitted jointly and exactly (the
         result's ``background`` coefficients, Legendre basis in ``[-1, 1]``).
-      loss: ``"l2"`` or ``"huber"`` (robust to outliers no mask names:
-        iteratively reweighted exact solves, Huber threshold 1.345 robust σ).
+      loss: ``"l2"``, ``"huber"`` (robust to outliers no mask names: with the
+        exact solver, iteratively reweighted exact solves, Huber threshold
+        1.345 robust σ; with a first-order solver, the Huber loss itself on
+        the matrix-free path) or ``"poisson"`` (the likelihood of photon
+        counts, optionally with Gaussian read noise; ``x`` and ``y`` in counts,
+        nonnegative; matrix-free, FISTA by default; ``fit_statistic`` is
+        then Pearson's χ² per degree of freedom and ``noise_sigma`` the rms
+        Poisson σ of the model).
+      loss_options: options of the matrix-free data terms
+        (:data:`LOSS_OPTIONS`): ``{"read_noise": σ_r, "background": b,
+        "floor": ε}`` for Poisson (counts), ``{"delta": δ, "rounds": 3,
+        "warmup": 100}`` for Huber.
       orientation: ``"convolution"`` (default) or ``"correlation"``: the
         returned kernel, and any ``support``/``reference`` given, are flipped
         180° (the convention of kernels published as correlation filters).
@@ -640,8 +698,8 @@ def estimate_kernel(x, y, kernel_shape, *, max_kernel_shape=None, mode: _names.M
     kw = dict(mode=mode, prior=prior, solver=solver, regularization=regularization,
               max_iters=max_iters, tol=tol, dtype=dtype, support=support, reference=reference,
               solver_options=solver_options, mask=mask, weights=weights, saturation=saturation,
-              nan=nan, gain=gain, background=background, loss=loss, orientation=orientation,
-              standard_errors=standard_errors, throw=throw)
+              nan=nan, gain=gain, background=background, loss=loss, loss_options=loss_options,
+              orientation=orientation, standard_errors=standard_errors, throw=throw)
     auto = isinstance(kernel_shape, str)
     if auto:
         if kernel_shape != "auto":
@@ -661,13 +719,13 @@ def estimate_kernel(x, y, kernel_shape, *, max_kernel_shape=None, mode: _names.M
 
 def _estimate_one(x, y, kernel_shape, *, mode, prior, solver, regularization, max_iters, tol,
                   dtype, support, reference, solver_options, mask, weights, saturation, nan,
-                  gain, background, loss, orientation, standard_errors, throw):
+                  gain, background, loss, loss_options, orientation, standard_errors, throw):
     support, reference = _oriented_inputs(orientation, support, reference)
     problem = _problem.make_problem(x, y, kernel_shape, mode=mode, dtype=dtype, support=support,
                                     mask=mask, weights=weights, saturation=saturation, nan=nan)
     s = _settings(problem, prior, solver, regularization, max_iters, tol, solver_options,
                   gain=gain, background=background, loss=loss, orientation=orientation,
-                  standard_errors=standard_errors)
+                  standard_errors=standard_errors, loss_options=loss_options)
     dt = problem.dtype
     ref = _reference(reference, problem.kernel_shape, dt, lead=())
     out = _core_jit(problem.x, problem.y, problem.support, _weights_arrays(s.weights, dt),
@@ -783,8 +841,9 @@ def estimate_kernels(xs, ys, kernel_shape, *, mode: _names.Mode = "valid",
                      tol: float | None = None, dtype=None, support=None, reference=None,
                      solver_options: dict | None = None, mask=None, weights=None,
                      saturation=None, nan: str = "raise", gain: bool = False,
-                     background="none", loss: str = "l2", orientation: str = "convolution",
-                     standard_errors: bool = False, throw: bool = False) -> KernelEstimate:
+                     background="none", loss: str = "l2", loss_options: dict | None = None,
+                     orientation: str = "convolution", standard_errors: bool = False,
+                     throw: bool = False) -> KernelEstimate:
     """Estimates one kernel per pair of a batch in one jitted, vmapped call.
 
     Same arguments as :func:`estimate_kernel`, with ``xs`` (B, m, n) and ``ys``
@@ -819,7 +878,7 @@ def estimate_kernels(xs, ys, kernel_shape, *, mode: _names.Mode = "valid",
                                     saturation=saturation, nan=nan)
     s = _settings(problem, prior, solver, regularization, max_iters, tol, solver_options,
                   gain=gain, background=background, loss=loss, orientation=orientation,
-                  standard_errors=standard_errors)
+                  standard_errors=standard_errors, loss_options=loss_options)
     dt = problem.dtype
     batch = problem.batch_size
     xs, ys, pw = problem.x, problem.y, problem.pixel_weights

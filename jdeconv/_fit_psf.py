@@ -40,7 +40,7 @@ from jdeconv._conv import conv2d
 from jdeconv._kernel_metrics import kernel_moments
 from jdeconv._noise_level import DEFAULT_PATCH_SIZE, enough_patches, estimate_noise
 from jdeconv._psf_models import PSF_MODELS, ParametricPSF, _values
-from jdeconv._solution import RESULTS
+from jdeconv._solution import RESULTS, _Outcome
 
 #: Default cap on L-BFGS iterations.
 DEFAULT_MAX_ITERS = 200
@@ -49,7 +49,7 @@ GAUSS_NEWTON_STEPS = 50
 
 
 @dataclasses.dataclass(frozen=True)
-class PSFFit:
+class PSFFit(_Outcome):
     """A fitted parametric PSF (a pytree).
 
     Attributes:
@@ -103,23 +103,10 @@ class PSFFit:
     max_iters: int = 0
     tol: float = 0.0
 
-    @property
-    def converged(self):
-        """Whether the fit succeeded (``result == RESULTS.successful``), a bool array."""
-        return jnp.asarray(self.result) == RESULTS.successful
-
-    @property
-    def message(self) -> str:
-        """Human-readable outcome (the distinct messages of a batch, joined)."""
-        codes = np.atleast_1d(np.asarray(self.result))
-        return "; ".join(RESULTS(int(c)).message for c in sorted(set(codes.tolist())))
-
     def summary(self) -> str:
         """One line: the model, each parameter ± its standard error, the fit statistic."""
         if np.ndim(self.result) != 0:
-            conv = np.asarray(self.converged)
-            return (f"model={self.model} batch={conv.size} converged={int(conv.sum())}/"
-                    f"{conv.size}")
+            return f"model={self.model} {self._outcome()}"
         parts = []
         for name in self.param_names:
             v = np.atleast_1d(np.asarray(self.params[name]))
@@ -127,9 +114,8 @@ class PSFFit:
             vals = ", ".join(f"{a:.6g}±{b:.2g}" for a, b in zip(v, s))
             parts.append(f"{name}=" + (f"[{vals}]" if np.ndim(self.params[name]) else vals))
         return (f"model={self.model} " + " ".join(parts)
-                + f" fit_statistic={float(np.asarray(self.fit_statistic)):.3g}"
-                + f" converged={bool(np.asarray(self.converged))}"
-                + f" iterations={int(np.asarray(self.iterations))}")
+                + f" fit_statistic={float(np.asarray(self.fit_statistic)):.3g} "
+                + self._outcome())
 
 
 jax.tree_util.register_dataclass(

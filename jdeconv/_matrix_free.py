@@ -96,13 +96,16 @@ measure. The reported ``optimality`` is always the measure at the returned
 kernel (``bmax``, its scale, is ``max|AᵀWy|`` on the support; for ``poisson``
 ``max|AᵀWc| / mean(c)``).
 
+Users reach this path through :func:`jdeconv.estimate_kernel`: a first-order
+solver above 4096 taps, ``loss="poisson"``, ``loss="huber"`` with a first-order
+solver, or ``solver_options={"matrix_free": True}``.
+
 Example (a few hot pixels: least squares is pulled away, Huber is not):
   >>> import jax.numpy as jnp, jdeconv
-  >>> from jdeconv._matrix_free import estimate_kernel_matrix_free
   >>> x = jdeconv.data.noise_target((64, 64), seed=1)
-  >>> h = jdeconv.data.gaussian_kernel(7, 1.2)
+  >>> h = jdeconv.data.gaussian_kernel(7, 1.0)
   >>> y = jdeconv.conv2d(x, h).at[::9, ::7].add(3.0)
-  >>> est = estimate_kernel_matrix_free(x, y, 7, loss="huber", max_iters=3000)
+  >>> est = jdeconv.estimate_kernel(x, y, 7, loss="huber", solver="fista", max_iters=3000)
   >>> bool(est.converged), float(jnp.abs(est.kernel - h).max()) < 1e-6
   (True, True)
 """
@@ -119,27 +122,13 @@ import numpy as np
 import optax
 from jax import lax
 
-from jdeconv import (_geometry, _gram, _names, _objective, _priors, _problem, _regularizers,
-                     _validation, _weighted_gram)
+from jdeconv import _gram, _names, _objective, _priors, _validation, _weighted_gram
 from jdeconv._solution import RESULTS
-from jdeconv._solvers import _driver, adam, momentum
+from jdeconv._solvers import _driver, adam
+from jdeconv._solvers.options import check_loss_options, check_solver_options  # noqa: F401
 
 LOSSES: tuple[str, ...] = ("l2", "huber", "poisson")
 SOLVERS: tuple[str, ...] = ("fista", "momentum", "gd", "adam")
-
-#: Options of each data term (``loss_options=``) and their defaults.
-LOSS_OPTIONS: dict[str, dict[str, Any]] = {
-    "l2": {},
-    "huber": {"delta": None, "rounds": 3, "warmup": 100},
-    "poisson": {"read_noise": 0.0, "background": 0.0, "floor": None},
-}
-#: Hyperparameters of each solver (``solver_options=``) and their defaults.
-SOLVER_OPTIONS: dict[str, dict[str, Any]] = {
-    "fista": {"restart": True},
-    "gd": {},
-    "momentum": {"momentum": momentum.DEFAULT_MOMENTUM},
-    "adam": {"learning_rate": adam.DEFAULT_RATE, "decay_rate": adam.DEFAULT_DECAY},
-}
 
 POWER_ITERS = 30
 LIPSCHITZ_MARGIN = 1.02
@@ -185,63 +174,6 @@ class MatrixFreeOutput(NamedTuple):
     def L(self):
         """Alias of ``lipschitz``."""
         return self.lipschitz
-
-
-# ----------------------------------------------------------------------------
-# Options (eager)
-# ----------------------------------------------------------------------------
-
-def _check_options(kind: str, name: str, options, table) -> tuple:
-    allowed = table[name]
-    if options is None:
-        options = {}
-    if isinstance(options, tuple):
-        options = dict(options)
-    if not isinstance(options, dict):
-        raise TypeError(f"{kind} must be a mapping like {{'{next(iter(allowed), 'key')}': ...}}, "
-                        f"got {options!r}.")
-    out = dict(allowed)
-    for key, value in options.items():
-        if key not in allowed:
-            names = ", ".join(allowed) if allowed else "(none)"
-            raise ValueError(f"{name!r} has no option {key!r}; its options are: {names}."
-                             + _validation.closest(key, allowed))
-        if key == "restart":
-            if not isinstance(value, (bool, np.bool_)):
-                raise TypeError(f"option 'restart' must be true or false, got {value!r}.")
-            value = bool(value)
-        elif key in ("warmup", "rounds"):
-            value = _validation.check_int(value, key, minimum=0,
-                                          maximum=_validation.MAX_ITERS, example=allowed[key])
-        elif key == "momentum":
-            value = _validation.check_real(value, "momentum", nonnegative=True, example=0.9)
-            if value >= 1:
-                raise ValueError(f"momentum is {value}; it must be in [0, 1), e.g. 0.9.")
-        elif key in ("read_noise", "background"):
-            value = _validation.check_real(value, key, nonnegative=True, example=1.0)
-        elif value is not None or key not in ("delta", "floor"):
-            value = _validation.check_real(value, key, positive=True,
-                                           example=allowed[key] if allowed[key] else 1.0)
-        out[key] = value
-    return tuple(sorted(out.items()))
-
-
-def check_loss_options(loss: str, options=None) -> tuple:
-    """Validates ``loss_options`` for ``loss``; a sorted, hashable tuple, defaults filled in.
-
-    Example:
-      >>> from jdeconv._matrix_free import check_loss_options
-      >>> check_loss_options("poisson", {"read_noise": 3})
-      (('background', 0.0), ('floor', None), ('read_noise', 3.0))
-    """
-    loss = _validation.check_choice("loss", loss, LOSSES)
-    return _check_options("loss_options", loss, options, LOSS_OPTIONS)
-
-
-def check_solver_options(solver: str, options=None) -> tuple:
-    """Validates ``solver_options`` for a matrix-free ``solver``; a sorted, hashable tuple."""
-    solver = _validation.check_choice("solver", solver, SOLVERS)
-    return _check_options("solver_options", solver, options, SOLVER_OPTIONS)
 
 
 # ----------------------------------------------------------------------------
@@ -748,34 +680,8 @@ def solve_matrix_free(xp, y, kernel_shape, *, prior, support=None, weights=None,
 
 
 # ----------------------------------------------------------------------------
-# Eager wrapper
+# Eager checks
 # ----------------------------------------------------------------------------
-
-class MatrixFreeEstimate(NamedTuple):
-    """Result of :func:`estimate_kernel_matrix_free` (the kernel as (k, l))."""
-
-    kernel: jax.Array
-    result: jax.Array
-    optimality: jax.Array
-    iterations: jax.Array
-    loss_history: jax.Array
-    error_history: jax.Array
-    lipschitz: jax.Array
-    objective: jax.Array
-    stats: dict
-    solver: str
-    loss: str
-    prior: str
-
-    @property
-    def converged(self):
-        """Whether the solve succeeded (``result == RESULTS.successful``)."""
-        return jnp.asarray(self.result) == RESULTS.successful
-
-    @property
-    def message(self) -> str:
-        return RESULTS(int(np.asarray(self.result))).message
-
 
 def check_counts(problem, loss_options: tuple) -> None:
     """Raises unless a Poisson problem holds counts (``y >= 0``, ``x >= 0``).
@@ -802,61 +708,3 @@ def check_counts(problem, loss_options: tuple) -> None:
         raise ValueError("loss='poisson' models the counts as λ = x∗h + background, which must "
                          "be positive: the original image has negative values. Give a "
                          "nonnegative original (e.g. in counts) or use loss='l2'.")
-
-
-def estimate_kernel_matrix_free(x, y, kernel_shape, *, mode: str = "valid",
-                                prior: str = "simplex", loss: str = "l2", loss_options=None,
-                                solver: str = "fista", solver_options=None,
-                                regularization=None, support=None, mask=None, weights=None,
-                                max_iters=None, tol=None, reference=None,
-                                dtype=None) -> MatrixFreeEstimate:
-    """Estimates a kernel on the matrix-free path (any kernel size; l2, Huber or Poisson).
-
-    Validates with :func:`jdeconv.make_problem` and calls :func:`solve_matrix_free`.
-
-    Args:
-      x, y, kernel_shape, mode, support, mask, weights, dtype: as in
-        :func:`jdeconv.estimate_kernel`.
-      prior: ``"simplex"`` (default), ``"nonneg"``, ``"sum_to_one"`` or ``"none"``.
-      loss: ``"l2"``, ``"huber"`` or ``"poisson"`` (``y`` and ``x`` in counts,
-        nonnegative).
-      loss_options: see :data:`LOSS_OPTIONS` (e.g. ``{"read_noise": 3.0}``).
-      solver: ``"fista"`` (default), ``"momentum"``, ``"gd"`` or ``"adam"``.
-      solver_options: see :data:`SOLVER_OPTIONS`.
-      regularization: None or ``{"tikhonov": w, "smooth": w, "l1": w}`` (relative).
-      max_iters: default 5000.
-      tol: default 1e-10 (float64) / 1e-6 (float32).
-      reference: optional true kernel, for the error history.
-
-    Returns:
-      A :class:`MatrixFreeEstimate`.
-    """
-    problem = _problem.make_problem(x, y, kernel_shape, mode=mode, dtype=dtype, support=support,
-                                    mask=mask, weights=weights)
-    prior = _validation.check_prior(prior)
-    lopts = check_loss_options(loss, loss_options)
-    sopts = check_solver_options(solver, solver_options)
-    reg = _regularizers.check_regularization(regularization)
-    if reg["l1"] > 0 and prior == "sum_to_one":
-        raise ValueError("the l1 regulariser is not supported with prior='sum_to_one'; use "
-                         "prior='simplex' (where l1 is constant) or 'nonneg'.")
-    if max_iters is None:
-        max_iters = DEFAULT_MAX_ITERS
-    max_iters = _validation.check_int(max_iters, "max_iters", minimum=1,
-                                      maximum=_validation.MAX_ITERS, example=500)
-    tol = DEFAULT_TOL[np.dtype(problem.dtype).name] if tol is None else tol
-    tol = _validation.check_tol(tol)
-    if loss == "poisson":
-        check_counts(problem, lopts)
-    kshape = problem.kernel_shape
-    if reference is not None:
-        reference = _validation.as_float_array("reference", reference, dtype=problem.dtype)
-        _validation.check_shape_is("reference", reference.shape, kshape)
-    xp = _geometry.pad(problem.x, kshape, problem.solve_mode)
-    out = solve_matrix_free(xp, problem.y, kshape, prior=prior, support=problem.support,
-                            weights=reg, pixel_weights=problem.pixel_weights, loss=loss,
-                            loss_options=lopts, solver=solver, solver_options=sopts,
-                            max_iters=max_iters, tol=tol, reference=reference)
-    return MatrixFreeEstimate(out.h.reshape(kshape), out.result, out.optimality, out.iterations,
-                              out.loss_history, out.error_history, out.lipschitz, out.objective,
-                              out.stats, solver, loss, prior)

@@ -39,8 +39,10 @@ Background = Literal["none", "constant", "plane"]
 """Named background models (an int ``d >= 0`` is a polynomial degree; see
 :func:`jdeconv.estimate_kernel`'s ``background=``)."""
 
-Loss = Literal["l2", "huber"]
-"""Data losses: least squares, or Huber (robust, by reweighted exact solves)."""
+Loss = Literal["l2", "huber", "poisson"]
+"""Data losses: least squares; Huber (robust: reweighted exact solves, or the
+matrix-free path with a first-order solver); the Poisson likelihood of counts
+(matrix-free path only)."""
 
 Orientation = Literal["convolution", "correlation"]
 """How a kernel is stored: as a convolution kernel, or flipped 180° (a correlation filter)."""

@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jdeconv import _geometry, _priors, _validation
+from jdeconv import _geometry, _priors, _validation, _weighted_gram
+from jdeconv._names import NAN_POLICIES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,8 +71,6 @@ jax.tree_util.register_dataclass(
     meta_fields=["kernel_shape", "mode", "solve_mode", "batched", "shared_original",
                  "inverse_variance"])
 
-NAN_POLICIES = ("raise", "mask")
-
 
 def _pixel_weights(x, y, kshape, mode, *, mask, weights, saturation, nan, batched):
     """The product of the pixel masks and weights, in ``y``'s (user) geometry, or None."""
@@ -114,19 +113,25 @@ def _pixel_weights(x, y, kshape, mode, *, mask, weights, saturation, nan, batche
         w = w * ~np.isnan(np.asarray(y))
     if saturation is not None:
         level = _validation.check_real(saturation, "saturation", positive=True, example=0.98)
-        xh, yh = np.asarray(x), np.asarray(y)
-        sat_y = ~(yh < level)  # NaN counts as unusable too
-        xp = np.asarray(_geometry.pad(x, kshape, _geometry.solver_mode(mode)))
-        if mode == "same":
-            xp = np.asarray(_geometry.pad(x, kshape, "same"))
-        k, l = kshape
-        hot = (xp >= level).astype(np.int64)
-        c = np.pad(np.cumsum(np.cumsum(hot, axis=-2), axis=-1),
-                   [(0, 0)] * (hot.ndim - 2) + [(1, 0), (1, 0)])
-        box = (c[..., k:, l:] - c[..., :-k, l:] - c[..., k:, :-l] + c[..., :-k, :-l]) > 0
-        del xh
-        w = w * ~(sat_y | np.broadcast_to(box, sat_y.shape))
+        w = w * np.asarray(_saturation_mask(x, y, level, kshape, mode))
     return w, inverse_variance
+
+
+def _saturation_mask(x, y, level, kshape, mode):
+    """:func:`jdeconv.saturation_mask` in ``mode``'s geometry, for a pair or a batch.
+
+    ``x`` padded for ``mode`` has ``y``'s shape as its valid output; a batch (``y`` of
+    rank 3, with one ``x`` per pair or one shared) is mapped pair by pair.
+    """
+    xp = _geometry.pad(x, kshape, mode)
+    lvl = jnp.asarray(level, xp.dtype)
+
+    def one(xi, yi):
+        return _weighted_gram._saturation_jit(xi, yi, lvl, kshape)
+
+    if y.ndim == 2:
+        return one(xp, y)
+    return jax.vmap(one, in_axes=(0 if xp.ndim == 3 else None, 0))(xp, y)
 
 
 def _check_textured(x, batched: bool) -> None:

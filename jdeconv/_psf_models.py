@@ -137,12 +137,19 @@ def _values(model: str, params: Any, shapes: Mapping[str, tuple[int, ...]]):
     return {n: jnp.asarray(a, dtype=dtype) for n, a in arrays.items()}, dtype
 
 
-def _offsets(kernel_shape, dx, dy, dtype):
-    """Column and row distances of every tap from the model's centre: (1, l) and (k, 1)."""
+def _offsets(kernel_shape, p):
+    """Column and row distances of every tap from ``p``'s centre ``(dx, dy)``: (1, l), (k, 1)."""
     k, l = kernel_shape
-    x = jnp.arange(l, dtype=dtype) - (l - 1) / 2
-    y = jnp.arange(k, dtype=dtype) - (k - 1) / 2
-    return x[None, :] - dx, y[:, None] - dy
+    dt = p["dx"].dtype
+    x = jnp.arange(l, dtype=dt) - (l - 1) / 2
+    y = jnp.arange(k, dtype=dt) - (k - 1) / 2
+    return x[None, :] - p["dx"], y[:, None] - p["dy"]
+
+
+def _rotated(x, y, angle):
+    """``(x cos θ + y sin θ, y cos θ − x sin θ)``: along and across the direction θ."""
+    c, s = jnp.cos(angle), jnp.sin(angle)
+    return x * c + y * s, y * c - x * s
 
 
 def _normalise(h):
@@ -208,7 +215,27 @@ def _identity(params):
 # The models
 # ----------------------------------------------------------------------------
 
-_SHIFT = {"dx": (), "dy": ()}
+_POSITIVE = ((), 0.0, _INF)
+_ANGLE = ((), -math.pi / 2, math.pi / 2)
+_SHIFT = {"dx": ((), -_INF, _INF), "dy": ((), -_INF, _INF)}
+
+#: Each model's parameters, in the order of the fit's covariance: name -> (shape, low, high).
+#: The documented bounds; those with a lower bound of 0 are positive (fitted on a log scale).
+_PARAMS: dict[str, dict[str, tuple[tuple[int, ...], float, float]]] = {
+    "gaussian": {"sigma": _POSITIVE, **_SHIFT},
+    "elliptical_gaussian": {"sigma_major": _POSITIVE, "sigma_minor": _POSITIVE, "angle": _ANGLE,
+                            **_SHIFT},
+    "moffat": {"alpha": _POSITIVE, "beta": _POSITIVE, **_SHIFT},
+    "airy": {"radius": _POSITIVE, **_SHIFT},
+    "defocus": {"radius": _POSITIVE, **_SHIFT},
+    "line_motion": {"length": _POSITIVE, "angle": _ANGLE, **_SHIFT},
+    "zernike": {"coeffs": ((len(ZERNIKE_TERMS),), -_INF, _INF), "radius": _POSITIVE, **_SHIFT},
+}
+
+
+def _params(model: str, params) -> dict:
+    """``params`` of ``model`` validated against :data:`_PARAMS`, as arrays of one dtype."""
+    return _values(model, params, {n: shape for n, (shape, _, _) in _PARAMS[model].items()})[0]
 
 
 def gaussian_psf(params, kernel_shape) -> jax.Array:
@@ -227,15 +254,13 @@ def gaussian_psf(params, kernel_shape) -> jax.Array:
       >>> h.shape, round(float(h.sum()), 12), int(h.argmax())
       ((9, 9), 1.0, 40)
     """
-    ks = _shape(kernel_shape)
-    p, _ = _values("gaussian", params, {"sigma": (), **_SHIFT})
+    ks, p = _shape(kernel_shape), _params("gaussian", params)
     return _gaussian(p, ks)
 
 
 @functools.partial(jax.jit, static_argnums=1)
 def _gaussian(p, ks):
-    dt = p["dx"].dtype
-    x, y = _offsets(ks, p["dx"], p["dy"], dt)
+    x, y = _offsets(ks, p)
     return _normalise(jnp.exp(-(x * x + y * y) / (2 * p["sigma"] ** 2)))
 
 
@@ -259,19 +284,13 @@ def elliptical_gaussian_psf(params, kernel_shape) -> jax.Array:
       >>> bool(h[4, 6] > h[6, 4])   # wider along x (columns)
       True
     """
-    ks = _shape(kernel_shape)
-    p, _ = _values("elliptical_gaussian", params,
-                   {"sigma_major": (), "sigma_minor": (), "angle": (), **_SHIFT})
+    ks, p = _shape(kernel_shape), _params("elliptical_gaussian", params)
     return _elliptical(p, ks)
 
 
 @functools.partial(jax.jit, static_argnums=1)
 def _elliptical(p, ks):
-    dt = p["dx"].dtype
-    x, y = _offsets(ks, p["dx"], p["dy"], dt)
-    c, s = jnp.cos(p["angle"]), jnp.sin(p["angle"])
-    a = x * c + y * s
-    b = y * c - x * s
+    a, b = _rotated(*_offsets(ks, p), p["angle"])
     return _normalise(jnp.exp(-0.5 * (a * a / p["sigma_major"] ** 2
                                       + b * b / p["sigma_minor"] ** 2)))
 
@@ -295,15 +314,13 @@ def moffat_psf(params, kernel_shape) -> jax.Array:
       >>> round(float(h[4, 4] / h[4, 6]), 6)   # (1 + 4/4)^3
       8.0
     """
-    ks = _shape(kernel_shape)
-    p, _ = _values("moffat", params, {"alpha": (), "beta": (), **_SHIFT})
+    ks, p = _shape(kernel_shape), _params("moffat", params)
     return _moffat(p, ks)
 
 
 @functools.partial(jax.jit, static_argnums=1)
 def _moffat(p, ks):
-    dt = p["dx"].dtype
-    x, y = _offsets(ks, p["dx"], p["dy"], dt)
+    x, y = _offsets(ks, p)
     return _normalise(jnp.power(1.0 + (x * x + y * y) / p["alpha"] ** 2, -p["beta"]))
 
 
@@ -360,15 +377,13 @@ def airy_psf(params, kernel_shape) -> jax.Array:
       >>> float(h[4, 1] / h[4, 4]) < 1e-30     # the first dark ring, 3 px out
       True
     """
-    ks = _shape(kernel_shape)
-    p, _ = _values("airy", params, {"radius": (), **_SHIFT})
+    ks, p = _shape(kernel_shape), _params("airy", params)
     return _airy(p, ks)
 
 
 @functools.partial(jax.jit, static_argnums=1)
 def _airy(p, ks):
-    dt = p["dx"].dtype
-    x, y = _offsets(ks, p["dx"], p["dy"], dt)
+    x, y = _offsets(ks, p)
     jinc = _jinc_of_r2(x * x + y * y, (J1_ZERO / p["radius"]) ** 2)
     return _normalise(jinc * jinc)
 
@@ -393,15 +408,13 @@ def defocus_psf(params, kernel_shape) -> jax.Array:
       >>> round(float(h[4, 7] / h[4, 4]), 3)   # on the rim: half the centre
       0.5
     """
-    ks = _shape(kernel_shape)
-    p, _ = _values("defocus", params, {"radius": (), **_SHIFT})
+    ks, p = _shape(kernel_shape), _params("defocus", params)
     return _defocus(p, ks)
 
 
 @functools.partial(jax.jit, static_argnums=1)
 def _defocus(p, ks):
-    dt = p["dx"].dtype
-    x, y = _offsets(ks, p["dx"], p["dy"], dt)
+    x, y = _offsets(ks, p)
     return _normalise(_smooth_step(p["radius"] - _safe_norm(x * x + y * y)))
 
 
@@ -427,18 +440,13 @@ def line_motion_psf(params, kernel_shape) -> jax.Array:
       >>> round(float(h[4].sum()), 3)          # horizontal: nearly all in the middle row
       0.92
     """
-    ks = _shape(kernel_shape)
-    p, _ = _values("line_motion", params, {"length": (), "angle": (), **_SHIFT})
+    ks, p = _shape(kernel_shape), _params("line_motion", params)
     return _line_motion(p, ks)
 
 
 @functools.partial(jax.jit, static_argnums=1)
 def _line_motion(p, ks):
-    dt = p["dx"].dtype
-    x, y = _offsets(ks, p["dx"], p["dy"], dt)
-    c, s = jnp.cos(p["angle"]), jnp.sin(p["angle"])
-    t = x * c + y * s
-    d = y * c - x * s
+    t, d = _rotated(*_offsets(ks, p), p["angle"])
     half = 0.5 * p["length"]
     along = _smooth_step(t + half) - _smooth_step(t - half)
     return _normalise(along * jnp.exp(-math.pi * d * d))
@@ -503,8 +511,7 @@ def zernike_psf(params, kernel_shape, *, n_pupil: int = DEFAULT_PUPIL_SAMPLES) -
     """
     ks = _shape(kernel_shape)
     n_pupil = _v.check_int(n_pupil, "n_pupil", minimum=4, maximum=4096, example=64)
-    p, _ = _values("zernike", params,
-                   {"coeffs": (len(ZERNIKE_TERMS),), "radius": (), **_SHIFT})
+    p = _params("zernike", params)
     return _zernike(p, ks, n_pupil)
 
 
@@ -516,7 +523,7 @@ def _zernike(p, ks, n_pupil):
     phase = jnp.tensordot(p["coeffs"], jnp.asarray(polys, dtype=dt), axes=1)
     field = jnp.asarray(amplitude, dtype=dt) * jnp.exp(1j * phase)
     scale = J1_ZERO / (2 * math.pi * p["radius"])  # cycles per pixel per unit pupil radius
-    x, y = _offsets(ks, p["dx"], p["dy"], dt)
+    x, y = _offsets(ks, p)
     rows = jnp.exp(-2j * math.pi * scale * (y * coord[None, :]))            # (k, n)
     cols = jnp.exp(-2j * math.pi * scale * (x.reshape(-1, 1) * coord[None, :]))  # (l, n)
     e = rows @ field @ cols.T
@@ -619,7 +626,13 @@ def _init_zernike(kernel_shape, moments=None):
             "dx": dx, "dy": dy}
 
 
-_OFFSET_BOUNDS = (("dx", -_INF, _INF), ("dy", -_INF, _INF))
+def _model(name: str, fn, init, canonicalize, description: str) -> ParametricPSF:
+    """The registry entry of ``name``; its parameters, positive ones and bounds from ``_PARAMS``."""
+    spec = _PARAMS[name]
+    return ParametricPSF(name, fn, init, tuple(spec),
+                         tuple(n for n, (_, low, _) in spec.items() if low == 0.0),
+                         tuple((n, low, high) for n, (_, low, high) in spec.items()),
+                         canonicalize, description)
 
 
 def zernike_model(n_pupil: int = DEFAULT_PUPIL_SAMPLES) -> ParametricPSF:
@@ -641,43 +654,28 @@ def zernike_model(n_pupil: int = DEFAULT_PUPIL_SAMPLES) -> ParametricPSF:
     n_pupil = _v.check_int(n_pupil, "n_pupil", minimum=4, maximum=4096, example=64)
     fn = zernike_psf if n_pupil == DEFAULT_PUPIL_SAMPLES else functools.partial(
         zernike_psf, n_pupil=n_pupil)
-    return ParametricPSF(
-        "zernike", fn, _init_zernike, ("coeffs", "radius", "dx", "dy"), ("radius",),
-        (("coeffs", -_INF, _INF), ("radius", 0.0, _INF)) + _OFFSET_BOUNDS, _identity,
+    return _model(
+        "zernike", fn, _init_zernike, _identity,
         "diffraction PSF with Zernike phase: coeffs (Z4 defocus, Z5, Z6 astigmatism, Z7, Z8 "
         "coma, Z11 spherical; radians RMS), radius (first dark ring, px), dx, dy")
 
 
 #: name -> :class:`ParametricPSF`, for :func:`jdeconv.fit_psf`.
 PSF_MODELS: dict[str, ParametricPSF] = {
-    "gaussian": ParametricPSF(
-        "gaussian", gaussian_psf, _init_gaussian, ("sigma", "dx", "dy"), ("sigma",),
-        (("sigma", 0.0, _INF),) + _OFFSET_BOUNDS, _identity,
-        "isotropic Gaussian: sigma (px), dx, dy"),
-    "elliptical_gaussian": ParametricPSF(
-        "elliptical_gaussian", elliptical_gaussian_psf, _init_elliptical,
-        ("sigma_major", "sigma_minor", "angle", "dx", "dy"), ("sigma_major", "sigma_minor"),
-        (("sigma_major", 0.0, _INF), ("sigma_minor", 0.0, _INF),
-         ("angle", -math.pi / 2, math.pi / 2)) + _OFFSET_BOUNDS, _canonical_elliptical,
+    "gaussian": _model("gaussian", gaussian_psf, _init_gaussian, _identity,
+                       "isotropic Gaussian: sigma (px), dx, dy"),
+    "elliptical_gaussian": _model(
+        "elliptical_gaussian", elliptical_gaussian_psf, _init_elliptical, _canonical_elliptical,
         "elliptical Gaussian: sigma_major >= sigma_minor (px), angle of the major axis (rad), "
         "dx, dy"),
-    "moffat": ParametricPSF(
-        "moffat", moffat_psf, _init_moffat, ("alpha", "beta", "dx", "dy"), ("alpha", "beta"),
-        (("alpha", 0.0, _INF), ("beta", 0.0, _INF)) + _OFFSET_BOUNDS, _identity,
-        "Moffat (1 + r²/alpha²)^-beta: alpha (px), beta, dx, dy"),
-    "airy": ParametricPSF(
-        "airy", airy_psf, _init_airy, ("radius", "dx", "dy"), ("radius",),
-        (("radius", 0.0, _INF),) + _OFFSET_BOUNDS, _identity,
-        "Airy pattern: radius of the first dark ring (px), dx, dy"),
-    "defocus": ParametricPSF(
-        "defocus", defocus_psf, _init_defocus, ("radius", "dx", "dy"), ("radius",),
-        (("radius", 0.0, _INF),) + _OFFSET_BOUNDS, _identity,
-        "uniform disk with anti-aliased rim: radius (px), dx, dy"),
-    "line_motion": ParametricPSF(
-        "line_motion", line_motion_psf, _init_line, ("length", "angle", "dx", "dy"),
-        ("length",), (("length", 0.0, _INF), ("angle", -math.pi / 2, math.pi / 2))
-        + _OFFSET_BOUNDS, _canonical_angle,
-        "straight motion blur: length (px), angle (rad), dx, dy"),
+    "moffat": _model("moffat", moffat_psf, _init_moffat, _identity,
+                     "Moffat (1 + r²/alpha²)^-beta: alpha (px), beta, dx, dy"),
+    "airy": _model("airy", airy_psf, _init_airy, _identity,
+                   "Airy pattern: radius of the first dark ring (px), dx, dy"),
+    "defocus": _model("defocus", defocus_psf, _init_defocus, _identity,
+                      "uniform disk with anti-aliased rim: radius (px), dx, dy"),
+    "line_motion": _model("line_motion", line_motion_psf, _init_line, _canonical_angle,
+                          "straight motion blur: length (px), angle (rad), dx, dy"),
     "zernike": zernike_model(),
 }
 

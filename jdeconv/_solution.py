@@ -55,8 +55,32 @@ class EstimateError(RuntimeError):
     """Raised by ``estimate_kernel(..., throw=True)`` when a solve did not succeed."""
 
 
+class _Outcome:
+    """What a result with ``result`` codes and ``iterations`` says of its outcome (a mixin)."""
+
+    @property
+    def converged(self):
+        """Whether it succeeded (``result == RESULTS.successful``), a bool array."""
+        return jnp.asarray(self.result) == RESULTS.successful
+
+    @property
+    def message(self) -> str:
+        """Human-readable outcome (the distinct messages of a batch, joined)."""
+        codes = np.atleast_1d(np.asarray(self.result))
+        return "; ".join(RESULTS(int(c)).message for c in sorted(set(codes.tolist())))
+
+    def _outcome(self) -> str:
+        """``iterations=N converged=B``; for a batch, its size, how many converged, iterations."""
+        it = np.asarray(self.iterations)
+        conv = np.asarray(self.converged)
+        if conv.ndim == 0:
+            return f"iterations={int(it)} converged={bool(conv)}"
+        return (f"batch={conv.size} converged={int(conv.sum())}/{conv.size} "
+                f"iterations median={int(np.median(it))} max={int(it.max())}")
+
+
 @dataclasses.dataclass(frozen=True)
-class KernelEstimate:
+class KernelEstimate(_Outcome):
     """An estimated kernel and how it was reached (a pytree; batched by a leading axis).
 
     Attributes:
@@ -119,25 +143,12 @@ class KernelEstimate:
     loss: str = "l2"
     orientation: str = "convolution"
 
-    @property
-    def converged(self):
-        """Whether the solve succeeded (``result == RESULTS.successful``), a bool array."""
-        return jnp.asarray(self.result) == RESULTS.successful
-
-    @property
-    def message(self) -> str:
-        """Human-readable outcome (the distinct messages of a batch, joined)."""
-        codes = np.atleast_1d(np.asarray(self.result))
-        return "; ".join(RESULTS(int(c)).message for c in sorted(set(codes.tolist())))
-
     def summary(self) -> str:
         """One-line summary: solver, iterations, outcome, residual, diagnostics."""
-        it = np.asarray(self.iterations)
-        conv = np.asarray(self.converged)
-        head = f"solver={self.solver} (asked: {self.solver_requested}) prior={self.prior}"
-        if it.ndim == 0:
-            line = (f"{head} iterations={int(it)} converged={bool(conv)} "
-                    f"residual_norm={float(np.asarray(self.residual_norm)):.4g} "
+        head = (f"solver={self.solver} (asked: {self.solver_requested}) prior={self.prior} "
+                f"{self._outcome()}")
+        if np.ndim(self.result) == 0:
+            line = (f"{head} residual_norm={float(np.asarray(self.residual_norm)):.4g} "
                     f"optimality={float(np.asarray(self.optimality)):.2e}")
             if self.background_model != "none" or float(np.asarray(self.gain)) != 1.0:
                 bg = np.atleast_1d(np.asarray(self.background, np.float64))
@@ -152,8 +163,7 @@ class KernelEstimate:
                 line += (f" noise_sigma={float(sigma):.3g}"
                          f" fit_statistic={float(np.asarray(self.fit_statistic)):.3g}")
             return line
-        return (f"{head} batch={it.shape[0]} converged={int(conv.sum())}/{conv.size} "
-                f"iterations median={int(np.median(it))} max={int(it.max())}")
+        return head
 
 
 jax.tree_util.register_dataclass(

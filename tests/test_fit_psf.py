@@ -136,6 +136,7 @@ def test_result_is_a_pytree_with_a_summary():
     assert doubled.model == "gaussian" and float(doubled.params["sigma"]) == 2.6
     assert RESULTS(int(fit.result)) is RESULTS.successful and fit.message == "converged"
     assert fit.summary().startswith("model=gaussian sigma=1.3")
+    assert fit.summary().endswith(f"iterations={int(fit.iterations)} converged=True")
     # A previous fit is a valid starting point.
     again = fit_psf(x, blurred("gaussian", x), "gaussian", SHAPE, init=fit)
     assert relative_error(again, TRUTH["gaussian"]) < 1e-6

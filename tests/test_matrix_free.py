@@ -22,6 +22,15 @@ from jdeconv import _matrix_free as mf
 K = 7
 
 
+MF = {"matrix_free": True}
+
+
+def matrix_free(x, y, k, *, solver="fista", solver_options=None, **kw):
+    """estimate_kernel on the matrix-free path (forced, whatever the kernel size)."""
+    return jdeconv.estimate_kernel(x, y, k, solver=solver,
+                                   solver_options=dict(MF, **(solver_options or {})), **kw)
+
+
 def rel(a, b):
     b = np.asarray(b, np.float64)
     return float(np.linalg.norm(np.asarray(a, np.float64).reshape(b.shape) - b) / np.linalg.norm(b))
@@ -99,8 +108,9 @@ def test_l2_fista_reaches_the_exact_solution():
     reg = {"tikhonov": 1e-4, "smooth": 1e-3}
     with pytest.warns(jdeconv.FitWarning):  # 6 % of this Gaussian's mass is on the border
         exact = jdeconv.estimate_kernel(x, y, K, solver="exact", mask=mask, regularization=reg)
-    est = mf.estimate_kernel_matrix_free(x, y, K, mask=mask, regularization=reg, tol=1e-12,
-                                         max_iters=3000)
+    with pytest.warns(jdeconv.FitWarning):
+        est = matrix_free(x, y, K, mask=mask, regularization=reg, tol=1e-12, max_iters=3000)
+    assert est.solver == "fista" and "backtracks" in est.stats
     assert bool(est.converged), est.message
     assert float(est.optimality) <= 1e-12
     assert rel(est.kernel, exact.kernel) <= 1e-6
@@ -113,8 +123,9 @@ def test_l2_fista_reaches_the_exact_solution():
     k = np.asarray(est.kernel)
     assert k.min() >= 0 and abs(k.sum() - 1) < 1e-12
     # the heavy-ball momentum method agrees too
-    mom = mf.estimate_kernel_matrix_free(x, y, K, solver="momentum", mask=mask,
-                                         regularization=reg, tol=1e-12, max_iters=3000)
+    with pytest.warns(jdeconv.FitWarning):
+        mom = matrix_free(x, y, K, solver="momentum", mask=mask, regularization=reg, tol=1e-12,
+                          max_iters=3000)
     assert mom.solver == "momentum"
     assert bool(mom.converged) and rel(mom.kernel, exact.kernel) <= 1e-6
 
@@ -125,9 +136,11 @@ def test_huber_is_robust_to_outliers():
     hit = rng.random(y.shape) < 0.05
     y = y + hit * rng.choice([-1.0, 1.0], y.shape) * rng.uniform(2, 5, y.shape)
     mask = np.ones(y.shape, bool)  # the same compiled l2 program as the test above
-    l2 = mf.estimate_kernel_matrix_free(x, y, K, mask=mask, tol=1e-12, max_iters=3000)
-    # (the same compiled program as the module's doctest)
-    hub = mf.estimate_kernel_matrix_free(x, y, K, loss="huber", max_iters=3000)
+    with pytest.warns(jdeconv.FitWarning):  # least squares: a bad fit, and says so
+        l2 = matrix_free(x, y, K, mask=mask, tol=1e-12, max_iters=3000, throw=False)
+    # (the same compiled program as the module's doctest: huber + fista is matrix-free)
+    with pytest.warns(jdeconv.FitWarning):  # the outliers remain in the residual
+        hub = jdeconv.estimate_kernel(x, y, K, loss="huber", solver="fista", max_iters=3000)
     assert rel(l2.kernel, h) >= 0.1
     assert bool(hub.converged), hub.message
     assert rel(hub.kernel, h) <= 1e-2
@@ -148,43 +161,88 @@ def test_poisson_beats_least_squares_at_low_counts():
         for s in seeds:
             xs.append(x)
             ys.append(np.random.default_rng(s).poisson(lam).astype(float))
-    xs, ys = jnp.asarray(np.stack(xs)), jnp.asarray(np.stack(ys))
-    errors = {}
-    for loss in ("l2", "poisson"):
-        solve = jax.vmap(functools.partial(
-            mf.solve_matrix_free, kernel_shape=(K, K), prior="simplex", loss=loss,
-            loss_options=mf.check_loss_options(loss), solver="fista",
-            solver_options=mf.check_solver_options("fista"), max_iters=1500, tol=1e-9))
-        out = solve(xs, ys)
+    xs, ys = np.stack(xs), np.stack(ys)
+    errors, fits = {}, {}
+    for loss in ("l2", "poisson"):  # one vmapped compile per loss, through the public batch API
+        with pytest.warns(jdeconv.FitWarning, match="border"):  # sigma 1.2 in a 7x7 box
+            out = jdeconv.estimate_kernels(xs, ys, K, loss=loss, solver="fista",
+                                           solver_options=MF, max_iters=1500, tol=1e-9)
         assert (np.asarray(out.result) == 0).all(), loss
-        e = np.array([rel(k, h) for k in np.asarray(out.h)]).reshape(len(levels), -1)
+        e = np.array([rel(k, h) for k in np.asarray(out.kernel)]).reshape(len(levels), -1)
         errors[loss] = e.mean(axis=1)
+        fits[loss] = np.asarray(out.fit_statistic)
     assert (errors["poisson"] <= errors["l2"]).all(), errors
     assert errors["poisson"][0] <= 0.95 * errors["l2"][0], errors
+    # Pearson's statistic per degree of freedom: ~1 for Poisson data and the right model
+    assert 0.9 < float(np.median(fits["poisson"])) < 1.1, fits["poisson"]
+
+
+def test_poisson_single_pair_equals_the_solver_and_uses_read_noise():
+    u = np.random.default_rng(1).random((64, 64)) ** 8
+    x = 30.0 * (0.01 + u / u.mean())
+    h = np.asarray(jdeconv.data.gaussian_kernel(K, 1.2))
+    lam = np.asarray(jdeconv.conv2d(x, h)) + 2.0
+    y = np.random.default_rng(2).poisson(lam) + 1.5 * np.random.default_rng(3).standard_normal(
+        lam.shape)
+    lopts = {"read_noise": 1.5, "background": 2.0}
+    with pytest.warns(jdeconv.FitWarning, match="border"):
+        est = jdeconv.estimate_kernel(x, y, K, loss="poisson", loss_options=lopts,
+                                      max_iters=1500, tol=1e-9)
+    assert est.solver == "fista" and est.loss == "poisson"  # solver "auto" -> fista
+    out = mf.solve_matrix_free(jnp.asarray(x), jnp.asarray(y), (K, K), prior="simplex",
+                               loss="poisson", loss_options=mf.check_loss_options("poisson", lopts),
+                               solver="fista",
+                               solver_options=mf.check_solver_options("fista", MF),
+                               max_iters=1500, tol=1e-9)
+    np.testing.assert_allclose(np.asarray(est.kernel).ravel(), np.asarray(out.h), atol=1e-14)
+    assert rel(est.kernel, h) < 0.1
+    assert 0.85 < float(est.fit_statistic) < 1.15
+    # the residual and the model include the known background
+    model = np.asarray(jdeconv.conv2d(x, est.kernel)) + 2.0
+    assert float(est.residual_norm) == pytest.approx(np.linalg.norm(model - y), rel=1e-9)
 
 
 def test_validation():
     x, h, y = pair()
     with pytest.raises(ValueError, match="counts"):
-        mf.estimate_kernel_matrix_free(x, y - 1.0, K, loss="poisson")
+        jdeconv.estimate_kernel(x, y - 1.0, K, loss="poisson")
     with pytest.raises(ValueError, match="no option 'restrat'.*restart"):
-        mf.estimate_kernel_matrix_free(x, y, K, solver_options={"restrat": False})
-    with pytest.raises(ValueError, match="unknown loss"):
-        mf.estimate_kernel_matrix_free(x, y, K, loss="cauchy")
+        matrix_free(x, y, K, solver_options={"restrat": False})
+    with pytest.raises(ValueError, match="loss 'poisson' has no option 'readnoise'.*read_noise"):
+        jdeconv.estimate_kernel(x, y, K, loss="poisson", loss_options={"readnoise": 1.0})
+    with pytest.raises(ValueError, match="unknown loss|loss must be one of"):
+        jdeconv.estimate_kernel(x, y, K, loss="cauchy")
     with pytest.raises(ValueError, match="sum_to_one"):
-        mf.estimate_kernel_matrix_free(x, y, K, prior="sum_to_one", regularization={"l1": 1.0})
+        matrix_free(x, y, K, prior="sum_to_one", regularization={"l1": 1.0})
+    with pytest.raises(ValueError, match="no normal equations.*'fista'"):
+        jdeconv.estimate_kernel(x, y, K, loss="poisson", solver="exact")
+    with pytest.raises(ValueError, match="gain and a background.*loss_options"):
+        jdeconv.estimate_kernel(x, y, K, loss="poisson", gain=True)
+    with pytest.raises(ValueError, match="count it twice"):
+        jdeconv.estimate_kernel(x, y, K, loss="poisson", weights="poisson")
+    with pytest.raises(ValueError, match="loss_options apply to the matrix-free path"):
+        jdeconv.estimate_kernel(x, y, K, loss="huber", loss_options={"delta": 0.1})
+    with pytest.raises(ValueError, match="only on the matrix-free path"):
+        jdeconv.estimate_kernel(x, y, K, loss="huber", solver="fista",
+                                solver_options={"matrix_free": False})
+    with pytest.raises(ValueError, match="robust_steps"):
+        jdeconv.estimate_kernel(x, y, K, loss="huber", solver="fista",
+                                solver_options={"robust_steps": 3})
+    with pytest.raises(TypeError, match="'matrix_free' must be true or false"):
+        matrix_free(x, y, K, solver_options={"matrix_free": "yes"})
 
 
 MEMORY_CHILD = textwrap.dedent("""
     import json, jax
     jax.config.update("jax_enable_x64", True)
     import numpy as np, jdeconv
-    from jdeconv._matrix_free import estimate_kernel_matrix_free
     rng = np.random.default_rng(0)
     x = rng.random((1024, 1024))
     h = np.asarray(jdeconv.data.gaussian_kernel(129, 20.0))
     y = np.asarray(jdeconv.conv2d(x, h))
-    est = estimate_kernel_matrix_free(x, y, 129, max_iters=3)
+    # solver "auto": above 4096 taps, FISTA on the matrix-free path
+    est = jdeconv.estimate_kernel(x, y, 129, max_iters=3, throw=False)
+    assert est.solver == "fista" and "backtracks" in est.stats
     k = np.asarray(est.kernel)
     peak = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
     print(json.dumps({"peak_kb": peak, "iterations": int(est.iterations),

@@ -105,3 +105,22 @@ def test_bad_batch_input():
         jdeconv.estimate_kernels(bad, xs[:, :16, :16], 5)
     with pytest.raises(ValueError, match="ys .*3-D"):
         jdeconv.make_problem(xs, xs[0, :16, :16], 5, batched=True)
+
+
+@pytest.mark.parametrize("mode", ["valid", "same", "full", "circular"])
+def test_saturation_is_the_one_mask_of_weighted_gram(mode):
+    """make_problem's saturation footprint is jdeconv.saturation_mask on x padded for mode."""
+    rng = np.random.default_rng(4)
+    xs = rng.random((2, 14, 13))
+    ys = rng.random((2,) + _geometry.output_shape((14, 13), (4, 3), mode))
+    want = np.stack([jdeconv.saturation_mask(_geometry.pad(x, (4, 3), mode), y, 0.95, (4, 3))
+                     for x, y in zip(xs, ys)])
+    p = jdeconv.make_problem(xs[0], ys[0], (4, 3), mode=mode, saturation=0.95)
+    window = _geometry.same_to_valid if mode == "same" else (lambda a, _: a)
+    np.testing.assert_array_equal(np.asarray(p.pixel_weights) > 0, window(want[0], (4, 3)))
+    batch = jdeconv.make_problem(xs, ys, (4, 3), mode=mode, saturation=0.95, batched=True)
+    np.testing.assert_array_equal(np.asarray(batch.pixel_weights) > 0, window(want, (4, 3)))
+    shared = jdeconv.make_problem(xs[0], ys, (4, 3), mode=mode, saturation=0.95, batched=True)
+    one = np.stack([jdeconv.saturation_mask(_geometry.pad(xs[0], (4, 3), mode), y, 0.95, (4, 3))
+                    for y in ys])
+    np.testing.assert_array_equal(np.asarray(shared.pixel_weights) > 0, window(one, (4, 3)))

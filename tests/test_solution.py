@@ -97,3 +97,22 @@ def test_batch_returns_one_code_per_pair():
     assert "batch=4 converged=3/4" in batch.summary()
     with pytest.raises(EstimateError, match=r"\(1 of 4 pairs\).*non-finite"):
         jdeconv.estimate_kernels(xs, ys, 5, throw=True)
+
+
+def test_one_outcome_text_for_estimates_and_psf_fits():
+    """KernelEstimate and PSFFit share converged, message and the summary's outcome part."""
+    from jdeconv._fit_psf import PSFFit
+    from jdeconv._solution import _Outcome
+
+    class Result(_Outcome):
+        def __init__(self, result, iterations):
+            self.result, self.iterations = jnp.asarray(result, jnp.int32), np.asarray(iterations)
+
+    assert issubclass(KernelEstimate, _Outcome) and issubclass(PSFFit, _Outcome)
+    one = Result(0, 12)
+    assert bool(one.converged) and one.message == "converged"
+    assert one._outcome() == "iterations=12 converged=True"
+    batch = Result([0, 1, 0, 0], [10, 40, 12, 14])
+    assert batch.converged.tolist() == [True, False, True, True]
+    assert batch.message == f"{RESULTS.successful.message}; {RESULTS.max_steps_reached.message}"
+    assert batch._outcome() == "batch=4 converged=3/4 iterations median=13 max=40"

@@ -69,7 +69,6 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationE
 
 from jdeconv import _limits
 from jdeconv._names import (BACKGROUNDS, Loss, Mode, NanPolicy, Orientation, Prior, Solver)
-from jdeconv.experiment._pairs import default_kernel_params
 
 __all__ = [
     "Config",
@@ -289,6 +288,33 @@ def check_name(name: Any) -> str:
 # ---------------------------------------------------------------------------
 
 
+def default_kernel_params(family: str, kernel_shape) -> dict[str, float]:
+    """Parameters for ``make_kernel(family, kernel_shape)`` when none are given.
+
+    Scaled to the kernel size so the kernel fits its window: a Gaussian of
+    sigma ``max(k, l) / 7.5`` (2 for 15x15), a motion blur of length
+    ``0.6 max(k, l)``, a disk of radius ``0.4 (min(k, l) - 1)``, an Airy pattern
+    with its first dark ring at ``min(k, l) / 5``; box and random need none.
+    A configuration's ``data.synthetic.kernel_params`` default (pure Python:
+    loading a configuration imports no JAX).
+
+    Example:
+        >>> default_kernel_params("gaussian", (15, 15))
+        {'sigma': 2.0}
+    """
+    k, l = kernel_shape
+    key = str(family).strip().lower()
+    if key == "gaussian":
+        return {"sigma": round(max(k, l) / 7.5, 4)}
+    if key == "motion":
+        return {"length": round(0.6 * max(k, l), 4), "angle": 0.0}
+    if key == "disk":
+        return {"radius": round(max(0.4 * (min(k, l) - 1), 0.5), 4)}
+    if key == "airy":
+        return {"radius": round(max(min(k, l) / 5, 0.5), 4)}
+    return {}
+
+
 class NoiseConfig(_Section):
     """Noise added to the synthetic blurred image (Poisson first, then Gaussian)."""
 
@@ -390,7 +416,7 @@ def _psf_model(value: Any) -> Any:
 def _field_grid(value: Any) -> Any:
     if value is None:
         return None
-    from jdeconv.experiment._field_run import parse_grid
+    from jdeconv.experiment._field_args import parse_grid
 
     if isinstance(value, (list, tuple)):
         value = "x".join(str(v) for v in value) if value else "[]"
@@ -413,8 +439,11 @@ class ModelConfig(_Section):
     background: BackgroundModel = Field(
         "none", description="background fitted jointly: none, constant, plane or a polynomial "
         f"degree 0..{MAX_BACKGROUND_DEGREE}")
-    loss: Loss = Field("l2", description="l2 or huber (robust to outliers no mask names; exact "
-                       "solver)")
+    loss: Loss = Field("l2", description="l2, huber (robust to outliers no mask names) or poisson "
+                       "(photon counts; matrix-free FISTA)")
+    loss_options: dict[str, float] | None = Field(
+        None, description="options of the matrix-free data terms: poisson read_noise, "
+        "background, floor (counts); huber delta, rounds, warmup")
     orientation: Orientation = Field(
         "convolution", description="convolution, or correlation: the returned kernel and any "
         "truth or support files are flipped 180 degrees")

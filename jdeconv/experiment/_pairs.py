@@ -23,37 +23,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+# The configuration's default kernel parameters live in _config, which never imports this module.
+from jdeconv.experiment._config import default_kernel_params
+
 if TYPE_CHECKING:  # pragma: no cover
     from jdeconv.experiment._config import Config, FilesData, SyntheticData
 
-__all__ = ["Pairs", "add_spots", "blur", "check_pair_shapes", "default_kernel_params",
-           "load_array", "load_blurred", "load_mask", "load_pair", "load_support", "load_truth",
-           "load_weights", "make_pair", "pairs_for", "place_kernel", "seed_of", "synthesize"]
-
-
-def default_kernel_params(family: str, kernel_shape) -> dict[str, float]:
-    """Parameters for ``make_kernel(family, kernel_shape)`` when none are given.
-
-    Scaled to the kernel size so the kernel fits its window: a Gaussian of
-    sigma ``max(k, l) / 7.5`` (2 for 15x15), a motion blur of length
-    ``0.6 max(k, l)``, a disk of radius ``0.4 (min(k, l) - 1)``, an Airy pattern
-    with its first dark ring at ``min(k, l) / 5``; box and random need none.
-
-    Example:
-        >>> default_kernel_params("gaussian", (15, 15))
-        {'sigma': 2.0}
-    """
-    k, l = kernel_shape
-    key = str(family).strip().lower()
-    if key == "gaussian":
-        return {"sigma": round(max(k, l) / 7.5, 4)}
-    if key == "motion":
-        return {"length": round(0.6 * max(k, l), 4), "angle": 0.0}
-    if key == "disk":
-        return {"radius": round(max(0.4 * (min(k, l) - 1), 0.5), 4)}
-    if key == "airy":
-        return {"radius": round(max(min(k, l) / 5, 0.5), 4)}
-    return {}
+__all__ = ["Pairs", "add_spots", "blur", "check_pair_shapes", "load_array", "load_blurred",
+           "load_mask", "load_pair", "load_support", "load_truth", "load_weights", "make_pair",
+           "pairs_for", "place_kernel", "seed_of", "synthesize"]
 
 
 def seed_of(*parts: int) -> int:

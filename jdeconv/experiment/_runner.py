@@ -137,6 +137,8 @@ def estimate_options(cfg: Config) -> dict[str, Any]:
         tol=cfg.solver.tol, dtype=cfg.solver.dtype, gain=model.gain,
         background=model.background, loss=model.loss, orientation=model.orientation,
         saturation=model.saturation, nan=model.nan, throw=False)
+    if model.loss_options:
+        kwargs["loss_options"] = dict(model.loss_options)
     if not model.auto:
         kwargs["support"] = _pairs.load_support(cfg.prior.support, model.kernel_shape)
     if model.weights is not None:
@@ -209,14 +211,25 @@ def estimate_arrays(xs, ys, kernel_shape, *, max_kernel_shape=None, reference=No
         with _warnings.catch_warnings(record=True) as log:
             _warnings.simplefilter("always", UserWarning)
             est = estimate_kernels(xs, ys, kshape, reference=reference, mask=mask, **opts)
-        # The auto box ends where the support does, so mass on its border is expected: keep
-        # the pilot's word on the box (a generous box the kernel fills) and the batch's
-        # other warnings (fit statistics), drop the batch's border-mass ones.
-        keep = [w for w in pilot_log if "generous box" in str(w.message)]
-        keep += [w for w in log if "on the border" not in str(w.message)]
-        for w in keep:
+        for w in _auto_batch_warnings(pilot_log, log):
             _warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return jax.block_until_ready(est), info
+
+
+def _auto_batch_warnings(pilot_log: list, log: list) -> list:
+    """The warnings of an ``auto``-size batch to pass on, by class (never by wording).
+
+    The auto box ends where the support does, so mass on its border is expected: keep the
+    pilot's word on the box (:class:`~jdeconv._diagnostics.KernelBoxWarning`: a generous box
+    the kernel fills) and the batch's other warnings (fit statistics), drop the batch's
+    box warnings (mass on the border).
+    """
+    from jdeconv._diagnostics import KernelBoxWarning
+
+    def box(w) -> bool:
+        return issubclass(w.category, KernelBoxWarning)
+
+    return [w for w in pilot_log if box(w)] + [w for w in log if not box(w)]
 
 
 def _first(opts: dict, how: str = "first") -> dict:

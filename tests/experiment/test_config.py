@@ -302,7 +302,7 @@ def test_real_pair_keys_parse_and_round_trip(tmp_path):
     ({"model": {"background": 11}}, "model.background: expected none, constant, plane"),
     ({"model": {"background": True}}, "model.background: expected none, constant, plane"),
     ({"model": {"saturation": -0.5}}, "model.saturation: expected a value > 0"),
-    ({"model": {"loss": "hubr"}}, "model.loss: expected one of 'l2' or 'huber', got 'hubr'; did you mean 'huber'?"),
+    ({"model": {"loss": "hubr"}}, "model.loss: expected one of 'l2', 'huber' or 'poisson', got 'hubr'; did you mean 'huber'?"),
     ({"model": {"orientation": "corr"}}, "did you mean 'correlation'?"),
     ({"model": {"nan": "msk"}}, "model.nan: expected one of 'raise' or 'mask'"),
     ({"model": {"weights": "poison"}}, "did you mean 'poisson'?"),

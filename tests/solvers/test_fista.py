@@ -17,7 +17,7 @@ TEXTBOOK_ITERS = 4000
 @pytest.mark.parametrize("prior", ["simplex", "nonneg"])
 def test_reaches_1e6(prior):
     est = reaches_1e6("fista", prior)
-    assert dict(est.solver_options) == {"restart": True}
+    assert dict(est.solver_options) == {"restart": True, "matrix_free": None}
 
 
 def test_float32():
@@ -31,7 +31,7 @@ def test_restart_option_is_reachable():
     kwargs = dict(solver="fista", max_iters=FIRST_ORDER_ITERS, tol=1e-13, throw=False)
     plain = jdeconv.estimate_kernel(x, y, 5, solver_options={"restart": False}, **kwargs)
     restarted = jdeconv.estimate_kernel(x, y, 5, **kwargs)
-    assert dict(plain.solver_options) == {"restart": False}
+    assert dict(plain.solver_options) == {"restart": False, "matrix_free": None}
     assert rel_err(plain.kernel, h) <= 1e-5
     n = 50  # the first iterations are identical until the first restart, then the paths part
     a, b = np.asarray(plain.loss_history), np.asarray(restarted.loss_history)

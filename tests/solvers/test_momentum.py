@@ -16,7 +16,7 @@ def test_reaches_1e6():
     # (nonneg: in test_fista.py; each (solver, prior) is a program of its own)
     prior = "simplex"
     est = reaches_1e6("momentum", prior)
-    assert dict(est.solver_options) == {"momentum": 0.9}
+    assert dict(est.solver_options) == {"momentum": 0.9, "matrix_free": None}
 
 
 def test_momentum_option_is_reachable_and_zero_is_gradient_descent():
@@ -26,7 +26,7 @@ def test_momentum_option_is_reachable_and_zero_is_gradient_descent():
     beta0 = jdeconv.estimate_kernel(x, y, 5, solver="momentum", solver_options={"momentum": 0.0},
                                     **kwargs)
     gd = jdeconv.estimate_kernel(x, y, 5, solver="gd", **kwargs)
-    assert dict(beta0.solver_options) == {"momentum": 0.0}
+    assert dict(beta0.solver_options) == {"momentum": 0.0, "matrix_free": None}
     assert int(beta0.iterations) == int(gd.iterations)
     np.testing.assert_allclose(beta0.kernel, gd.kernel, rtol=0, atol=1e-14)
     np.testing.assert_allclose(beta0.loss_history, gd.loss_history, rtol=1e-13)

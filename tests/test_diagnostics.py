@@ -1,0 +1,71 @@
+"""jdeconv._diagnostics: the warnings' classes (box warnings are their own FitWarning subclass)."""
+
+import types
+import warnings
+
+import numpy as np
+import pytest
+
+import jdeconv
+from jdeconv import _diagnostics
+from jdeconv._diagnostics import FitWarning, KernelBoxWarning
+from jdeconv.experiment._runner import _auto_batch_warnings
+
+# A Gaussian of sigma 1 cut by a 5x5 box: about a fifth of its mass on the border.
+X = jdeconv.data.noise_target((40, 40), seed=1)
+H = jdeconv.data.gaussian_kernel(5, 1.0)
+
+
+def _categories(record):
+    return [w.category for w in record]
+
+
+def test_box_warnings_are_kernel_box_warnings():
+    assert issubclass(KernelBoxWarning, FitWarning) and issubclass(FitWarning, UserWarning)
+    y = np.asarray(jdeconv.conv2d(X, H))
+    with pytest.warns(KernelBoxWarning, match="on the border of its 5x5 box"):
+        jdeconv.estimate_kernel(X, y, 5)
+    xs, ys = np.stack([X, X[::-1]]), np.stack([y, np.asarray(jdeconv.conv2d(X[::-1], H))])
+    with pytest.warns(KernelBoxWarning, match="2 of 2 kernels have more than"):
+        jdeconv.estimate_kernels(xs, ys, 5)
+
+
+def test_other_warnings_stay_plain_fit_warnings():
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        _diagnostics.warn(_diagnostics.input_messages(np.round(255 * X), np.zeros((36, 36))))
+    assert _categories(record) == [FitWarning] * 2
+    assert "all zero" in str(record[0].message) and "0-255" in str(record[1].message)
+
+
+def test_the_generous_box_message_is_a_box_message():
+    est = types.SimpleNamespace(result=np.int32(0), fit_statistic=np.float64(1.0),
+                                kernel_shape=(15, 15),
+                                stats={"mass_outside_box": 0.1, "generous_shape": (15, 15)})
+    (message,) = _diagnostics.estimate_messages(est, given_shape=False)
+    assert isinstance(message, str) and message.startswith("the kernel fills the whole generous")
+    with pytest.warns(KernelBoxWarning) as record:
+        _diagnostics.warn([message])
+    assert type(record[0].message) is KernelBoxWarning and str(record[0].message) == message
+
+
+def _record(*items):
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        for text, category in items:
+            warnings.warn(text, category)
+    return record
+
+
+def test_auto_batch_filters_by_class_not_by_wording():
+    """The runner's auto-size batch drops the batch's box warnings and keeps the pilot's."""
+    border = "3 of 4 kernels have more than 2 % of their mass on the border of the 9x9 box"
+    generous = "the kernel fills the whole generous box 15x15"
+    pilot = _record((generous, KernelBoxWarning), ("fit statistic 9 is well above 1", FitWarning),
+                    (generous + " (same words, another class)", FitWarning))
+    batch = _record((border, KernelBoxWarning), ("2 of 4 pairs have a fit statistic", FitWarning),
+                    (border + " (same words, another class)", FitWarning),
+                    (border + " (a user's own warning)", UserWarning))
+    kept = [str(w.message) for w in _auto_batch_warnings(pilot, batch)]
+    assert kept == [generous, "2 of 4 pairs have a fit statistic",
+                    border + " (same words, another class)", border + " (a user's own warning)"]
