@@ -54,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jdeconv import _conv, _geometry, _gram, _names, _noise_level, _priors, _problem, _regularizers
-from jdeconv import _validation
+from jdeconv import _progress, _validation
 from jdeconv._solvers import exact
 
 __all__ = ["AutoRegularization", "DEFAULT_CANDIDATES", "METHODS", "TERMS",
@@ -197,7 +197,7 @@ class CandidateSolutions(NamedTuple):
 
 def solve_candidates(ne, xp, y, candidates, R, mask, tol, *, kernel_shape, prior, max_iters,
                      history=False, residual=None, sequential=True,
-                     block_sizes=()) -> CandidateSolutions:
+                     block_sizes=(), progress=False) -> CandidateSolutions:
     """Solves the problem for every candidate weight from normal equations formed once.
 
     Traceable (the engine calls it inside its jitted, vmapped core).
@@ -220,6 +220,8 @@ def solve_candidates(ne, xp, y, candidates, R, mask, tol, *, kernel_shape, prior
         of independent cold solves.
       block_sizes: with ``sequential``, factor only the free block (see
         :func:`jdeconv._solvers.exact.solve_qp`); leave empty under ``jax.vmap``.
+      progress: static; with ``sequential``, report each candidate solved
+        (:mod:`jdeconv._progress`).
     """
     n = kernel_shape[0] * kernel_shape[1]
     gram, rhs = ne.gram, ne.rhs
@@ -236,12 +238,18 @@ def solve_candidates(ne, xp, y, candidates, R, mask, tol, *, kernel_shape, prior
         return res, _dof(gram, R, mu, free, eq, blocks)
 
     if sequential:
-        def step(active, w):
+        total = candidates.shape[0]
+
+        def step(carry, w):
+            active, done = carry
             res, dof = solve(w, active, block_sizes)
-            return res.active_set, (res, dof)
+            _progress.tick(progress, "candidates", done + 1, total, every=1)
+            return (res.active_set, done + 1), (res, dof)
 
         first, dof_first = solve(candidates[-1], None, block_sizes)
-        _, (rest, dof_rest) = jax.lax.scan(step, first.active_set, candidates[-2::-1])
+        _progress.tick(progress, "candidates", 1, total, every=1)
+        _, (rest, dof_rest) = jax.lax.scan(step, (first.active_set, jnp.ones((), jnp.int32)),
+                                           candidates[-2::-1])
         qp = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([b[::-1], a[None]]), first,
                                     rest)
         dof = jnp.concatenate([dof_rest[::-1], dof_first[None]])

@@ -22,8 +22,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jdeconv import (_autoreg, _conv, _diagnostics, _geometry, _gram, _implicit, _kernel_size,
-                     _matrix_free, _names, _noise_level, _priors, _problem, _regularizers,
-                     _uncertainty, _validation, _weighted_gram)
+                     _matrix_free, _names, _noise_level, _priors, _problem, _progress,
+                     _regularizers, _uncertainty, _validation, _weighted_gram)
 from jdeconv._objective import Objective, lipschitz
 from jdeconv._solution import RESULTS, EstimateError, KernelEstimate
 from jdeconv._solvers import _driver, adam, exact, fista, fourier, gd, momentum
@@ -254,6 +254,7 @@ class _Model(NamedTuple):
     standard_errors: bool = False
     matrix_free: bool = False  # FFT convolutions and jax.grad (no normal matrix)
     loss_options: tuple = ()
+    progress: bool = False  # compile in the progress callbacks (jdeconv._progress)
 
 
 def _core(x, y, support, weights, tol, reference, candidates, w, *, kernel_shape, mode, prior,
@@ -362,7 +363,7 @@ def _core(x, y, support, weights, tol, reference, candidates, w, *, kernel_shape
             xp, y, kernel_shape, prior=prior, support=support, weights=weights,
             pixel_weights=w if model.weighted else None, loss=model.loss,
             loss_options=model.loss_options, solver=solver, solver_options=options,
-            max_iters=max_iters, tol=tol, reference=reference)
+            max_iters=max_iters, tol=tol, reference=reference, progress=model.progress)
         dof = jnp.sum(mask & (mf.h != 0)).astype(dtype) - (1.0 if eq else 0.0)
         stats = dict(mf.stats, step=1.0 / mf.lipschitz)
         offset, variance = 0.0, None
@@ -404,7 +405,7 @@ def _core(x, y, support, weights, tol, reference, candidates, w, *, kernel_shape
         sol = _autoreg.solve_candidates(ne, xp, y, candidates, R, mask, tol,
                                         kernel_shape=kernel_shape, prior=kt_prior,
                                         max_iters=max_iters, history=True, residual=resid,
-                                        block_sizes=blocks)
+                                        block_sizes=blocks, progress=model.progress)
         _, idx = _autoreg.select("gcv", sol.rss, sol.dof, sol.penalty, candidates, used,
                                  jnp.asarray(jnp.nan, dtype))
         w_chosen = jax.lax.stop_gradient(candidates[idx])
@@ -472,7 +473,7 @@ def _core(x, y, support, weights, tol, reference, candidates, w, *, kernel_shape
         init, update = adam.make(n, max_iters, learning_rate=opts["learning_rate"],
                                  decay_rate=opts["decay_rate"])
     out = _driver.run(init, update, objective, h0, prox, L, bmax, max_iters=max_iters, tol=tol,
-                      reference=ref)
+                      reference=ref, progress=model.progress)
     free = mask & (out.h != 0)
     dof = jnp.sum(free).astype(dtype) - (1.0 if eq else 0.0) + nb
     return finish(out.h, out.result, out.optimality, out.iterations, out.loss_history,
@@ -588,7 +589,7 @@ def estimate_kernel(x, y, kernel_shape, *, max_kernel_shape=None, mode: _names.M
                     saturation=None, nan: str = "raise", gain: bool = False,
                     background="none", loss: str = "l2", loss_options: dict | None = None,
                     orientation: str = "convolution", standard_errors: bool = False,
-                    throw: bool = True) -> KernelEstimate:
+                    throw: bool = True, progress=None) -> KernelEstimate:
     """Estimates the kernel ``h`` with ``y ≈ conv2d(x, h, mode)``.
 
     Minimises ``½||conv2d(x, h) − y||² + regularisation`` over kernels in the
@@ -677,6 +678,11 @@ def estimate_kernel(x, y, kernel_shape, *, max_kernel_shape=None, mode: _names.M
         when the solve does not succeed (as optimistix does); ``False``
         returns the result with its :class:`jdeconv.RESULTS` code. Inside a
         user's ``jax.jit`` the code is always returned.
+      progress: None (default), ``True`` (a tqdm bar on stderr) or a callable
+        ``(stage, done, total)``: reports from inside the compiled call the
+        iterations of a first-order solve (every 25) and the candidate weights
+        of ``regularization="auto"`` (see :mod:`jdeconv._progress`). The loops
+        are then compiled with the callbacks (once; a program of its own).
 
     Returns:
       A :class:`KernelEstimate` (kernel, result, optimality, iterations,
@@ -699,7 +705,8 @@ def estimate_kernel(x, y, kernel_shape, *, max_kernel_shape=None, mode: _names.M
               max_iters=max_iters, tol=tol, dtype=dtype, support=support, reference=reference,
               solver_options=solver_options, mask=mask, weights=weights, saturation=saturation,
               nan=nan, gain=gain, background=background, loss=loss, loss_options=loss_options,
-              orientation=orientation, standard_errors=standard_errors, throw=throw)
+              orientation=orientation, standard_errors=standard_errors, throw=throw,
+              progress=progress)
     auto = isinstance(kernel_shape, str)
     if auto:
         if kernel_shape != "auto":
@@ -719,7 +726,8 @@ def estimate_kernel(x, y, kernel_shape, *, max_kernel_shape=None, mode: _names.M
 
 def _estimate_one(x, y, kernel_shape, *, mode, prior, solver, regularization, max_iters, tol,
                   dtype, support, reference, solver_options, mask, weights, saturation, nan,
-                  gain, background, loss, loss_options, orientation, standard_errors, throw):
+                  gain, background, loss, loss_options, orientation, standard_errors, throw,
+                  progress=None):
     support, reference = _oriented_inputs(orientation, support, reference)
     problem = _problem.make_problem(x, y, kernel_shape, mode=mode, dtype=dtype, support=support,
                                     mask=mask, weights=weights, saturation=saturation, nan=nan)
@@ -728,9 +736,20 @@ def _estimate_one(x, y, kernel_shape, *, mode, prior, solver, regularization, ma
                   standard_errors=standard_errors, loss_options=loss_options)
     dt = problem.dtype
     ref = _reference(reference, problem.kernel_shape, dt, lead=())
-    out = _core_jit(problem.x, problem.y, problem.support, _weights_arrays(s.weights, dt),
-                    jnp.asarray(s.tol, dt), ref, _candidates(s.auto, dt), problem.pixel_weights,
-                    **_static(problem, s))
+    reporter = _progress.as_reporter(progress)
+    if reporter is not None:  # compile the loops with their progress callbacks
+        s = s._replace(model=s.model._replace(progress=True))
+    args = (problem.x, problem.y, problem.support, _weights_arrays(s.weights, dt),
+            jnp.asarray(s.tol, dt), ref, _candidates(s.auto, dt), problem.pixel_weights)
+    if reporter is None:
+        out = _core_jit(*args, **_static(problem, s))
+    else:
+        with _progress.reporting(reporter):
+            try:
+                out = jax.block_until_ready(_core_jit(*args, **_static(problem, s)))
+            finally:
+                if hasattr(reporter, "close"):
+                    reporter.close()
     est = _to_result(out, s, problem, solver)
     if throw:
         _raise_unless_successful(est)

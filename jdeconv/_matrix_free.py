@@ -122,7 +122,7 @@ import numpy as np
 import optax
 from jax import lax
 
-from jdeconv import _gram, _names, _objective, _priors, _validation, _weighted_gram
+from jdeconv import _gram, _names, _objective, _priors, _progress, _validation, _weighted_gram
 from jdeconv._solution import RESULTS
 from jdeconv._solvers import _driver, adam
 from jdeconv._solvers.options import check_loss_options, check_solver_options  # noqa: F401
@@ -324,7 +324,7 @@ class _State(NamedTuple):
 
 def _iterate(data, forward, transpose, reg, prox, h0, L0, bmax, l1, *, kernel_shape, solver,
              solver_options, max_iters, tol, backtrack, reference, max_extrapolation=None,
-             difference=None):
+             difference=None, progress=False):
     """Runs one first-order method on ``F = data(A h) + reg(h) + l1 ||h||₁`` under the prior.
 
     ``L0`` is the step's starting Lipschitz constant and the fixed scale of the
@@ -439,6 +439,7 @@ def _iterate(data, forward, transpose, reg, prox, h0, L0, bmax, l1, *, kernel_sh
             t1, y1, zy1, clean = s.t, h1, z1, jnp.asarray(True)
         gy1 = gradient(y1, zy1)
         kkt = optimality(y1, gy1)
+        _progress.tick(progress, "iterations", s.it + 1, max_iters)
         return _State(h1, z1, y1, zy1, gy1, st1, t1, clean, kkt, L,
                       s.backtracks + fails, s.it + 1,
                       s.history.at[s.it + 1].set(total(f1, h1)),
@@ -540,14 +541,14 @@ def data_loss_and_grad(h, xp, y, *, kernel_shape, loss="l2", loss_options=(), pi
 
 
 _STATIC = ("kernel_shape", "prior", "loss", "loss_options", "solver", "solver_options",
-           "max_iters")
+           "max_iters", "progress")
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def solve_matrix_free(xp, y, kernel_shape, *, prior, support=None, weights=None,
                       pixel_weights=None, loss="l2", loss_options=(), solver="fista",
                       solver_options=(), max_iters=DEFAULT_MAX_ITERS, tol=1e-10,
-                      reference=None) -> MatrixFreeOutput:
+                      reference=None, progress=False) -> MatrixFreeOutput:
     """Estimates a kernel without the normal matrix (pure, jitted; see the module docstring).
 
     Args:
@@ -569,6 +570,7 @@ def solve_matrix_free(xp, y, kernel_shape, *, prior, support=None, weights=None,
       max_iters: static iteration cap.
       tol: tolerance on the optimality measure (may be traced).
       reference: optional (k, l) kernel; its relative error is recorded per iteration.
+      progress: static; report the main loop's iterations (:mod:`jdeconv._progress`).
 
     Returns:
       A :class:`MatrixFreeOutput` (flat ``h``). Memory O(image): nothing of size
@@ -636,7 +638,8 @@ def solve_matrix_free(xp, y, kernel_shape, *, prior, support=None, weights=None,
                                       l1, solver=solver, solver_options=solver_options,
                                       backtrack=solver != "adam", max_iters=max_iters,
                                       reference=ref, max_extrapolation=max_extrapolation,
-                                      difference=data.difference, **common)
+                                      difference=data.difference, progress=progress,
+                                      **common)
     else:
         L = _power_lipschitz(forward, transpose, w, kernel_shape, dtype, restrict) + reg_L
         if loss == "huber":
@@ -672,7 +675,7 @@ def solve_matrix_free(xp, y, kernel_shape, *, prior, support=None, weights=None,
         out, L, obj, fails = _iterate(data.value, forward, transpose, reg, prox, h0, L, bmax,
                                       l1, solver=solver, solver_options=solver_options,
                                       backtrack=False, max_iters=max_iters, reference=ref,
-                                      **common)
+                                      progress=progress, **common)
     stats = {"scale": scale, "delta": delta, "backtracks": fails,
              "warmup_iterations": warm_iters}
     return MatrixFreeOutput(out.h, out.result, out.optimality, out.iterations, out.loss_history,

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from jdeconv import _objective
+from jdeconv import _objective, _progress
 from jdeconv._solution import RESULTS
 
 
@@ -68,7 +68,7 @@ def relative_error(h, reference):
 
 
 def run(init: Callable, update: Callable, objective, h0, prox, lipschitz, bmax, *,
-        max_iters: int, tol, reference=None) -> SolverOutput:
+        max_iters: int, tol, reference=None, progress: bool = False) -> SolverOutput:
     """Runs a first-order solver to convergence or ``max_iters``.
 
     Args:
@@ -82,6 +82,7 @@ def run(init: Callable, update: Callable, objective, h0, prox, lipschitz, bmax, 
       tol: stopping tolerance on the gradient-mapping norm.
       reference: optional (n,) true kernel; its relative error is recorded
         after every iteration (for convergence studies).
+      progress: static; report the iterations (:mod:`jdeconv._progress`).
 
     Returns:
       A :class:`SolverOutput`.
@@ -102,6 +103,7 @@ def run(init: Callable, update: Callable, objective, h0, prox, lipschitz, bmax, 
         kkt = _objective.optimality(h, g, prox, lipschitz, bmax)
         history = s.history.at[s.it + 1].set(objective.value_from_grad(h, g))
         errors = s.errors.at[s.it + 1].set(relative_error(h, reference))
+        _progress.tick(progress, "iterations", s.it + 1, max_iters)
         return _LoopState(h, g, solver_state, s.it + 1, kkt, history, errors)
 
     s = lax.while_loop(cond, body, state)

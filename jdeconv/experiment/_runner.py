@@ -171,12 +171,16 @@ def estimate_arrays(xs, ys, kernel_shape, *, max_kernel_shape=None, reference=No
     ``kernel_size`` is :func:`jdeconv.experiment._metrics.kernel_size_info`
     of the auto choice (None for a given box). ``weights`` may be
     ``"poisson"``; ``reference`` is used only where its shape is the box's.
+    ``progress`` (``True`` or a reporter, see :mod:`jdeconv._progress`)
+    reaches the single-pair calls (the pilot and one pair); a batch runs
+    vmapped and reports nothing from inside.
     """
     import jax
 
     from jdeconv import estimate_kernel, estimate_kernels
 
     opts = dict(kwargs)
+    progress = opts.pop("progress", None)
     if weights is not None:
         opts["weights"] = weights
     auto = isinstance(kernel_shape, str)
@@ -184,7 +188,7 @@ def estimate_arrays(xs, ys, kernel_shape, *, max_kernel_shape=None, reference=No
     if auto and single:
         est = estimate_kernel(xs[0], ys[0], "auto", max_kernel_shape=max_kernel_shape,
                               mask=None if mask is None else _pilot(mask, "first"),
-                              **_first(opts))
+                              progress=progress, **_first(opts))
         est = jax.block_until_ready(est)
         return est, _metrics.kernel_size_info(est.stats)
     info = None
@@ -195,7 +199,8 @@ def estimate_arrays(xs, ys, kernel_shape, *, max_kernel_shape=None, reference=No
         with _warnings.catch_warnings(record=True) as pilot_log:
             _warnings.simplefilter("always", UserWarning)
             first = estimate_kernel(x0, y0, "auto", max_kernel_shape=max_kernel_shape,
-                                    mask=_pilot(mask, how), **_first(opts, how))
+                                    mask=_pilot(mask, how), progress=progress,
+                                    **_first(opts, how))
         info = _metrics.kernel_size_info(first.stats)
         kernel_shape = tuple(int(v) for v in info["kernel_box"])
     kshape = tuple(kernel_shape)
@@ -204,7 +209,8 @@ def estimate_arrays(xs, ys, kernel_shape, *, max_kernel_shape=None, reference=No
     if single:
         ref = None if reference is None else reference[0]
         m = None if mask is None else _pilot(mask, "first")
-        est = estimate_kernel(xs[0], ys[0], kshape, reference=ref, mask=m, **_first(opts))
+        est = estimate_kernel(xs[0], ys[0], kshape, reference=ref, mask=m, progress=progress,
+                              **_first(opts))
     elif not auto:
         est = estimate_kernels(xs, ys, kshape, reference=reference, mask=mask, **opts)
     else:
