@@ -146,14 +146,10 @@ def _check_candidates(candidates, dtype) -> np.ndarray:
     return np.unique(c)
 
 
-def _basis(terms, kernel_shape) -> np.ndarray:
-    n = kernel_shape[0] * kernel_shape[1]
-    R = np.zeros((n, n))
-    if "tikhonov" in terms:
-        R += np.eye(n)
-    if "smooth" in terms:
-        R += _regularizers.laplacian(kernel_shape)
-    return R
+def _basis(terms, kernel_shape, dtype=jnp.float64) -> jax.Array:
+    """The regulariser matrix the chosen weight multiplies (built in the program, no literal)."""
+    return _regularizers.traced_quadratic(kernel_shape, 1.0 if "tikhonov" in terms else 0.0,
+                                          1.0 if "smooth" in terms else 0.0, dtype)
 
 
 # ----------------------------------------------------------------------------

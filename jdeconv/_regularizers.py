@@ -72,10 +72,27 @@ def laplacian(kernel_shape) -> np.ndarray:
 
 def quadratic_matrix(weights: dict, scale, kernel_shape, dtype) -> jax.Array:
     """``s (w_tik I + w_smooth D^T D)``, the quadratic regularisation, (kl, kl)."""
-    n = kernel_shape[0] * kernel_shape[1]
-    eye = jnp.eye(n, dtype=dtype)
-    lap = jnp.asarray(laplacian(kernel_shape), dtype)
-    return scale * (weights["tikhonov"] * eye + weights["smooth"] * lap)
+    return scale * traced_quadratic(kernel_shape, weights["tikhonov"], weights["smooth"], dtype)
+
+
+def traced_quadratic(kernel_shape, w_tik, w_smooth, dtype) -> jax.Array:
+    """``w_tik I + w_smooth D^T D`` (kl, kl), built inside the program from index grids.
+
+    Equal to ``w_tik * eye + w_smooth * laplacian(kernel_shape)``, but never a
+    literal: a (kl)² constant (7 MB at 31 x 31) would be embedded in the program
+    text and cost compile time and memory.
+    """
+    k, l = kernel_shape
+    n = k * l
+    i = jnp.arange(n, dtype=jnp.int32) // l
+    j = jnp.arange(n, dtype=jnp.int32) % l
+    dist = jnp.abs(i[:, None] - i[None, :]) + jnp.abs(j[:, None] - j[None, :])
+    degree = ((i > 0).astype(dtype) + (i < k - 1) + (j > 0) + (j < l - 1))
+    same = dist == 0
+    w_tik = jnp.asarray(w_tik, dtype)
+    w_smooth = jnp.asarray(w_smooth, dtype)
+    return jnp.where(same, w_tik + w_smooth * degree[:, None],
+                     jnp.where(dist == 1, -w_smooth, jnp.zeros((), dtype)))
 
 
 def soft_threshold(v: jax.Array, t) -> jax.Array:

@@ -105,3 +105,23 @@ def test_l1_with_nonneg_and_none():
         jdeconv.estimate_kernel(x, y, 5, prior="none", solver="exact", regularization={"l1": 0.05})
     with pytest.raises(ValueError, match="not supported with prior='sum_to_one'"):
         jdeconv.estimate_kernel(x, y, 5, prior="sum_to_one", regularization={"l1": 0.05})
+
+
+@pytest.mark.parametrize("kernel_shape", [(1, 1), (1, 4), (3, 5), (4, 4)])
+def test_traced_quadratic_is_the_laplacian_without_a_literal(kernel_shape):
+    from jdeconv import _regularizers
+
+    n = kernel_shape[0] * kernel_shape[1]
+    got = np.asarray(_regularizers.traced_quadratic(kernel_shape, 0.3, 2.0, jnp.float64))
+    want = 0.3 * np.eye(n) + 2.0 * _regularizers.laplacian(kernel_shape)
+    np.testing.assert_array_equal(got, want)
+
+
+
+def test_the_regularizer_matrix_is_not_a_literal_in_the_program():
+    import jax
+
+    # a 15x15 kernel: a (225 x 225) literal alone would print as ~800 kB of program text
+    text = jax.jit(lambda w: reg.traced_quadratic((15, 15), 0.0, w, jnp.float64)).lower(
+        1.0).as_text()
+    assert len(text) < 20_000, len(text)
