@@ -97,7 +97,9 @@ class KernelEstimate(_Outcome):
         ``reference`` kernel was given, else NaN.
       objective: final objective (data term + regularisation).
       residual_norm: ``||conv2d(x, kernel) − y||`` on the fitted pixels.
-      lipschitz: Lipschitz constant ``L`` of the gradient (first-order step 1/L).
+      lipschitz: Lipschitz constant ``L`` of the gradient (first-order step 1/L;
+        the exact solver reports Gershgorin's bound, the matrix-free path the
+        final, possibly backtracked, ``L``).
       regularization: mapping name -> weight used.
       noise_sigma: noise level of the blurred image (NaN when not estimated).
       fit_statistic: residual RMS / noise level (≈ 1 when the model fits;
