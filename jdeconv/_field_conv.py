@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jdeconv import _conv, _geometry, _validation
+from jdeconv import _conv, _geometry, _operators, _validation
 
 __all__ = [
     "ImageFieldOperator",
@@ -461,6 +461,10 @@ class KernelFieldOperator:
         return _adjoint_kernels(x, r, self.centres, field=tuple(self.field_shape),
                                 mode=self.mode, method=self.method)
 
+    def as_matrix(self) -> jax.Array:
+        """Dense matrix (prod(out_shape), gy·gx·k·l), row-major raveling. Small problems only."""
+        return _operators._dense(self, self.image.dtype)
+
 
 @dataclasses.dataclass(frozen=True)
 class ImageFieldOperator:
@@ -502,6 +506,10 @@ class ImageFieldOperator:
         kernels, r = _validation.common_float(self.kernels, r)
         return _adjoint_image(kernels, r, self.centres, image_shape=tuple(self.image_shape),
                               mode=self.mode, method=self.method)
+
+    def as_matrix(self) -> jax.Array:
+        """Dense matrix (prod(out_shape), m·n), row-major raveling. Small problems only."""
+        return _operators._dense(self, self.kernels.dtype)
 
 
 jax.tree_util.register_dataclass(

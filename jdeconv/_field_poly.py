@@ -46,6 +46,19 @@ than 5 (OSQP's rule; one new factorisation). It stops when the primal residual
 ``||E θ − z|| <= tol · max(||E θ||, ||z||)`` and the dual residual ``ρ ||Eᵀ(z − z_prev)||
 <= tol · ||ρ Eᵀ w||``; θ then satisfies the prior at the evaluation points to
 ``tol`` (relative). With ``prior="none"`` the system is solved directly.
+
+Masks, weights and a background
+-------------------------------
+Pixel weights ``w`` (``mask``, ``weights``, ``saturation``, ``nan``: the rule of
+:func:`jdeconv.make_problem`) enter every Gram: ``Ĝ_r = G(w (ψ_r + 1)) − G(w)`` and
+``b_i = Aᵀ (w φ_i y)``. A background polynomial ``Σ_t c_t β_t`` (Legendre, over the
+fitted area, as in :func:`jdeconv.estimate_kernel`) adds the columns ``β_t``: the
+blocks ``C_it = Aᵀ (w φ_i β_t)``, ``B = Σ w β β ᵀ`` and ``b_B = Σ w β y`` are
+eliminated by the Schur complement (``G − C B⁻¹ Cᵀ``, ``b − C B⁻¹ b_B``) and
+``c = B⁻¹ (b_B − Cᵀ θ)`` is recovered after the solve. A free gain would tie the
+sums of the kernels at all evaluation points together (a constraint on θ the
+evaluation-point projections do not express); it is not available, nor is the
+Huber loss: use :func:`jdeconv.estimate_psf_field` for those.
 """
 
 from __future__ import annotations
@@ -134,7 +147,10 @@ class PolynomialPSF:
       iterations: ADMM iterations.
       window: ``(row_lo, row_hi, col_lo, col_hi)``: image positions of the first
         and last fitted output pixels (they map to ``u, v = ∓1``).
+      background: (nbg,) background coefficients (Legendre over the fitted
+        area; empty without a background, None for a hand-built field).
       degree, image_shape, mode, kernel_shape, prior: the settings used.
+      background_degree: the background's polynomial degree (None: none).
     """
 
     coefficients: Any
@@ -143,12 +159,14 @@ class PolynomialPSF:
     primal_residual: Any
     dual_residual: Any
     iterations: Any
+    background: Any = None
     window: tuple = ()
     degree: int = 0
     image_shape: tuple = ()
     mode: str = "valid"
     kernel_shape: tuple = ()
     prior: str = "simplex"
+    background_degree: int | None = None
 
     @property
     def converged(self):
@@ -187,15 +205,22 @@ class PolynomialPSF:
         x = _validation.as_float_array("x (image)", x)
         x, h = _validation.common_float(x, self.coefficients)
         _validation.check_kernel_fits(x.shape, h.shape[1:], mode)
-        return _render(x, h, window=tuple(self.window), degree=self.degree, mode=mode,
-                       method=method)
+        out = _render(x, h, window=tuple(self.window), degree=self.degree, mode=mode,
+                      method=method)
+        if self.background_degree is not None and self.background is not None:
+            u, v = _field_conv._output_positions(x.shape, tuple(h.shape[1:]), mode)
+            basis = _basis_images(jnp.asarray(u, x.dtype), jnp.asarray(v, x.dtype),
+                                  tuple(self.window), self.background_degree)
+            out = out + jnp.tensordot(jnp.asarray(self.background, x.dtype), basis, axes=1)
+        return out
 
 
 jax.tree_util.register_dataclass(
     PolynomialPSF,
     data_fields=["coefficients", "evaluation_points", "result", "primal_residual",
-                 "dual_residual", "iterations"],
-    meta_fields=["window", "degree", "image_shape", "mode", "kernel_shape", "prior"])
+                 "dual_residual", "iterations", "background"],
+    meta_fields=["window", "degree", "image_shape", "mode", "kernel_shape", "prior",
+                 "background_degree"])
 
 
 @functools.partial(jax.jit, static_argnames=("window", "degree", "mode", "method"))
@@ -245,12 +270,16 @@ def _product_coefficients(degree: int) -> np.ndarray:
     return np.asarray(rows)
 
 
-@functools.partial(jax.jit, static_argnames=("kernel_shape", "window", "degree"))
-def _polynomial_normal_equations(x, y, *, kernel_shape, window, degree):
-    """``G`` (nb kl, nb kl), ``b`` (nb kl,) and the plain Gram of the polynomial model (valid).
+@functools.partial(jax.jit, static_argnames=("kernel_shape", "window", "degree",
+                                             "background_degree"))
+def _polynomial_normal_equations(x, y, pw, *, kernel_shape, window, degree,
+                                 background_degree=None):
+    """``G`` (nb kl, nb kl), ``b`` (nb kl,), the plain Gram and the background elimination.
 
     ``G_ij = Σ_r C[(i, j), r] Ĝ_r`` with ``Ĝ_r`` the Gram weighted by the degree-``2d``
-    basis image ``ψ_r`` (``(2d+1)(2d+2)/2`` weighted Grams instead of ``nb (nb+1)/2``).
+    basis image ``ψ_r`` (``(2d+1)(2d+2)/2`` weighted Grams instead of ``nb (nb+1)/2``),
+    times the pixel weights ``pw`` (None: all 1). With a background, ``G`` and ``b`` are
+    the Schur-reduced system and the last output ``(C, B⁻¹ factor, b_B)`` recovers it.
     """
     k, l = kernel_shape
     n = k * l
@@ -260,10 +289,18 @@ def _polynomial_normal_equations(x, y, *, kernel_shape, window, degree):
     psi = _basis_images(rows, cols, window, 2 * degree)  # |ψ_r| <= 1
     phi = psi[:len(polynomial_terms(degree))]  # the degree-d terms come first
     nb = phi.shape[0]
-    plain = _gram.normal_equations(x, y, kernel_shape, "valid")
-    ghat = lax.map(
-        lambda w: _weighted_gram.weighted_normal_equations(x, y, w + 1, kernel_shape).gram,
-        psi) - plain.gram[None]
+    if pw is None:
+        plain = _gram.normal_equations(x, y, kernel_shape, "valid")
+        ghat = lax.map(
+            lambda w: _weighted_gram.weighted_normal_equations(x, y, w + 1, kernel_shape).gram,
+            psi) - plain.gram[None]
+    else:
+        y = jnp.where(pw > 0, y, 0)
+        plain = _weighted_gram._wne_jit(x, y, pw, kernel_shape, "auto")
+        ghat = lax.map(
+            lambda w: _weighted_gram._wne_jit(x, y, pw * (w + 1), kernel_shape, "auto").gram,
+            psi) - plain.gram[None]
+        y = pw * y
     pairs = jnp.einsum("pr,rij->pij", jnp.asarray(_product_coefficients(degree), x.dtype), ghat,
                        precision=_HI)
     iu, ju = np.triu_indices(nb)
@@ -271,7 +308,23 @@ def _polynomial_normal_equations(x, y, *, kernel_shape, window, degree):
     blocks = blocks.at[ju, iu].set(jnp.swapaxes(pairs, 1, 2))
     gram = jnp.transpose(blocks, (0, 2, 1, 3)).reshape(nb * n, nb * n)
     rhs = lax.map(lambda p: _conv.conv2d_adjoint_kernel(x, p * y, kernel_shape, "valid"), phi)
-    return gram, rhs.reshape(nb * n), plain.gram
+    rhs = rhs.reshape(nb * n)
+    if background_degree is None:
+        return gram, rhs, plain.gram, None
+    # y holds w·y here; the background columns β_t, weighted: C_it = Aᵀ(w φ_i β_t)
+    beta = _weighted_gram._basis((M, N), background_degree, x.dtype)
+    wb = beta if pw is None else pw[None] * beta
+    cross = lax.map(lambda b: lax.map(
+        lambda p: _conv.conv2d_adjoint_kernel(x, p * b, kernel_shape, "valid").ravel(), phi),
+        wb)  # (nbg, nb, n)
+    cross = jnp.transpose(cross, (1, 2, 0)).reshape(nb * n, -1)
+    bb = jnp.einsum("smn,tmn->st", wb, beta, precision=_HI)
+    b_bg = jnp.einsum("tmn,mn->t", beta, y, precision=_HI)
+    chol = jnp.linalg.cholesky(bb)
+    binv_ct = jax.scipy.linalg.cho_solve((chol, True), cross.T)
+    gram = gram - jnp.matmul(cross, binv_ct, precision=_HI)
+    rhs = rhs - jnp.matmul(binv_ct.T, b_bg, precision=_HI)
+    return gram, rhs, plain.gram, (cross, chol, b_bg)
 
 
 @functools.partial(jax.jit, static_argnames=("kernel_shape", "prior", "max_iters"))
@@ -341,7 +394,9 @@ def estimate_psf_polynomial(x, y, kernel_shape, *, degree: int = 2,
                             mode: _names.Mode = "valid", prior: _names.Prior = "simplex",
                             regularization=None, evaluation_grid=(8, 8), support=None,
                             max_iters: int = DEFAULT_MAX_ITERS, tol: float | None = None,
-                            dtype=None) -> PolynomialPSF:
+                            dtype=None, mask=None, weights=None, saturation=None,
+                            nan: str = "raise", gain: bool = False, background="none",
+                            loss: str = "l2") -> PolynomialPSF:
     """Estimates a kernel whose taps are polynomials of degree ``degree`` in the position.
 
     See the module docstring for the model, the normal equations and the solver.
@@ -364,6 +419,14 @@ def estimate_psf_polynomial(x, y, kernel_shape, *, degree: int = 2,
       tol: relative tolerance on the ADMM residuals (default 1e-6 in float64,
         1e-4 in float32).
       dtype: None (keep the inputs' float type), ``"float32"`` or ``"float64"``.
+      mask, weights, saturation, nan: pixels that do not count and per-pixel
+        inverse variances, as in :func:`jdeconv.estimate_kernel`.
+      gain: must be False (see the module docstring); use
+        :func:`jdeconv.estimate_psf_field` for a gain per tile.
+      background: ``"none"``, ``"constant"``, ``"plane"`` or a polynomial
+        degree, over the fitted area (the result's ``background``).
+      loss: must be ``"l2"``; use :func:`jdeconv.estimate_psf_field` for
+        ``"huber"``.
 
     Returns:
       A :class:`PolynomialPSF`.
@@ -392,21 +455,38 @@ def estimate_psf_polynomial(x, y, kernel_shape, *, degree: int = 2,
     if isinstance(regularization, str):
         raise ValueError("regularization='auto' is not available for polynomial fields; give "
                          "None or weights like {'smooth': 1e-3}.")
-    weights = _regularizers.check_regularization(regularization)
-    if weights["l1"] > 0:
+    reg_weights = _regularizers.check_regularization(regularization)
+    if reg_weights["l1"] > 0:
         raise ValueError("the l1 regulariser is not available for polynomial fields; use "
                          "'tikhonov' or 'smooth'.")
     max_iters = _validation.check_int(max_iters, "max_iters", minimum=1,
                                       maximum=_validation.MAX_ITERS)
-    mask = _priors.check_support(support, kshape)
-    x, y = _field._check_pair(x, y, kshape, mode, dtype)
+    gain, bg_degree, loss = _field._photometric(gain, background, loss)
+    if gain:
+        raise ValueError("gain=True is not available for polynomial fields (a free gain ties the "
+                         "kernels' sums at every evaluation point together); use "
+                         "estimate_psf_field(..., gain=True) for a gain per tile, or divide y by "
+                         "a known gain first.")
+    if loss != "l2":
+        raise ValueError(f"loss={loss!r} is not available for polynomial fields; use "
+                         "estimate_psf_field(..., loss='huber'), or mask the outliers (mask=).")
+    tap_mask = _priors.check_support(support, kshape)
+    x, y = _field._check_pair(x, y, kshape, mode, dtype, allow_nan=nan == "mask")
+    pw, _ = _field.pixel_weights(x, y, kshape, mode, mask=mask, weights=weights,
+                                 saturation=saturation, nan=nan)
     yv = _field._valid_part(y, kshape, mode, x.shape)
+    if pw is not None:
+        pw = jnp.asarray(_field._valid_part(pw, kshape, mode, x.shape), x.dtype)
+        yv = jnp.where(pw > 0, jnp.nan_to_num(yv), 0)
     M, N = yv.shape
     nb = len(polynomial_terms(degree))
-    if M * N < nb * kshape[0] * kshape[1]:
-        raise ValueError(f"the valid part of the blurred image has {M * N} pixels but a degree-"
-                         f"{degree} field of {kshape} kernels has {nb * kshape[0] * kshape[1]} "
-                         "unknowns; use a lower degree, a smaller kernel or a larger image.")
+    unknowns = nb * kshape[0] * kshape[1] + _weighted_gram.background_size(bg_degree)
+    used = M * N if pw is None else int(np.sum(pw > 0))
+    if used < unknowns:
+        what = "pixels" if pw is None else "used pixels (after masking)"
+        raise ValueError(f"the valid part of the blurred image has {used} {what} but a degree-"
+                         f"{degree} field of {kshape} kernels has {unknowns} unknowns; use a "
+                         "lower degree, a smaller kernel, a larger image or mask fewer pixels.")
     if float(np.ptp(np.asarray(x))) == 0:
         raise ValueError("the original image is constant: no kernel can be identified.")
     dt = x.dtype
@@ -414,24 +494,32 @@ def estimate_psf_polynomial(x, y, kernel_shape, *, degree: int = 2,
     (k, l) = kshape
     r_lo, c_lo = k - 1 - _geometry.centre(kshape)[0], l - 1 - _geometry.centre(kshape)[1]
     window = (float(r_lo), float(r_lo + M - 1), float(c_lo), float(c_lo + N - 1))
-    gram, rhs, plain = _polynomial_normal_equations(x, yv, kernel_shape=kshape, window=window,
-                                                    degree=degree)
+    gram, rhs, plain, elim = _polynomial_normal_equations(
+        x, yv, pw, kernel_shape=kshape, window=window, degree=degree,
+        background_degree=bg_degree)
     scale = jnp.trace(plain) / (k * l)
-    reg = _regularizers.quadratic_matrix({name: jnp.asarray(v, dt) for name, v in weights.items()},
-                                         scale, kshape, dt)
+    reg = _regularizers.quadratic_matrix(
+        {name: jnp.asarray(v, dt) for name, v in reg_weights.items()}, scale, kshape, dt)
     gram = gram + jnp.kron(jnp.eye(nb, dtype=dt), reg)
     rows = jnp.linspace(window[0], window[1], ey, dtype=dt)
     cols = jnp.linspace(window[2], window[3], ex, dtype=dt)
     rr, cc = jnp.meshgrid(rows, cols, indexing="ij")
     phi_eval = _basis_points(rr.ravel(), cc.ravel(), window, degree)
-    if prior == "none" and mask is None:
+    if prior == "none" and tap_mask is None:
         theta = jnp.linalg.solve(gram, rhs)
         it, rp, rd = jnp.asarray(0, jnp.int32), jnp.zeros((), dt), jnp.zeros((), dt)
         code = RESULTS.where(jnp.asarray(True), jnp.all(jnp.isfinite(theta)))
     else:
-        theta, it, rp, rd, code = _admm(gram, rhs, phi_eval, mask, jnp.asarray(tol, dt),
+        theta, it, rp, rd, code = _admm(gram, rhs, phi_eval, tap_mask, jnp.asarray(tol, dt),
                                         kernel_shape=kshape, prior=prior, max_iters=max_iters)
+    if elim is None:
+        bg = jnp.zeros((0,), dt)
+    else:
+        cross, chol, b_bg = elim
+        bg = jax.scipy.linalg.cho_solve((chol, True),
+                                        b_bg - jnp.matmul(cross.T, theta, precision=_HI))
     return PolynomialPSF(
         coefficients=theta.reshape((nb,) + kshape), evaluation_points=(rows, cols), result=code,
-        primal_residual=rp, dual_residual=rd, iterations=it, window=window, degree=degree,
-        image_shape=tuple(x.shape), mode=mode, kernel_shape=kshape, prior=prior)
+        primal_residual=rp, dual_residual=rd, iterations=it, background=bg, window=window,
+        degree=degree, image_shape=tuple(x.shape), mode=mode, kernel_shape=kshape, prior=prior,
+        background_degree=bg_degree)

@@ -116,6 +116,66 @@ def test_uniform_blur_reduces_to_the_single_kernel():
     np.testing.assert_allclose(field.kernels, np.broadcast_to(single, GRID + (K, K)), atol=1e-7)
     np.testing.assert_allclose(single, h, atol=1e-7)
     np.testing.assert_allclose(field.render(x), y, atol=1e-7)
+    # an exposure change (0.9 y + 0.02): every tile recovers the gain and the offset exactly
+    # (same compiled program as the masked test below: mask given, gain, constant background)
+    yg = 0.9 * y + 0.02
+    phot = estimate_psf_field(x, yg, K, grid=GRID, overlap=OVERLAP, mask=np.ones(y.shape, bool),
+                              gain=True, background="constant")
+    assert phot.background.shape == GRID + (1,) and phot.background_model == "constant"
+    np.testing.assert_allclose(phot.gain, 0.9, atol=1e-7)
+    np.testing.assert_allclose(phot.background[..., 0], 0.02, atol=1e-7)
+    np.testing.assert_allclose(phot.kernels, np.broadcast_to(h, GRID + (K, K)), atol=1e-7)
+    np.testing.assert_allclose(phot.render(x), yg, atol=1e-7)
+
+
+def _corrupt(y, seed=6):
+    """Hot pixels and two saturated blocks, in some tiles only; returns (corrupted y, bad)."""
+    bad = np.zeros(y.shape, bool)
+    bad[10:30, 12:40] = True                                         # tile (0, 0)
+    bad[120:126, 130:175] = True                                     # tiles (2..3, 2..3)
+    bad[50:100] |= np.random.default_rng(seed).random((50, y.shape[1])) < 0.02  # tile row 1
+    out = y.copy()
+    out[bad] = 1.5
+    return out, bad
+
+
+def test_masked_corrupted_tiles_recover_kernels_gain_and_background(varying_pair):
+    x, y = varying_pair
+    yg = 0.9 * y + 0.02
+    corrupted, bad = _corrupt(yg)
+    kw = dict(grid=GRID, overlap=OVERLAP, gain=True, background="constant")
+    with pytest.warns(FitWarning, match="fit statistic"):
+        clean = estimate_psf_field(x, yg, K, mask=np.ones(y.shape, bool), **kw)
+    with pytest.warns(FitWarning, match="fit statistic"):
+        masked = estimate_psf_field(x, corrupted, K, mask=~bad, **kw)
+    with pytest.warns(FitWarning):
+        ignored = estimate_psf_field(x, corrupted, K, mask=np.ones(y.shape, bool), **kw)
+    assert bool(masked.converged) and (np.asarray(masked.tile_result) == 0).all()
+    e_clean, e_masked, e_ignored = tile_errors(clean), tile_errors(masked), tile_errors(ignored)
+    # measured: clean median 0.037, masked within 1.06x of clean in every tile; the same
+    # corrupted pair without its mask: median error above 0.5
+    assert (e_masked <= 1.25 * e_clean).all(), (e_clean, e_masked)
+    assert np.median(e_ignored) > 5 * np.median(e_masked)
+    for field in (clean, masked):  # the blur varies inside a tile: gain/offset absorb a little
+        np.testing.assert_allclose(field.gain, 0.9, atol=0.02)
+        np.testing.assert_allclose(field.background[..., 0], 0.02, atol=0.01)
+    np.testing.assert_allclose(masked.gain, clean.gain, atol=0.01)
+
+
+def test_photometric_options_errors(varying_pair):
+    x, y = varying_pair
+    with pytest.raises(ValueError, match="coupling=0"):
+        estimate_psf_field(x, y, K, grid=GRID, coupling=0.1, gain=True)
+    with pytest.raises(ValueError, match="mask has shape"):
+        estimate_psf_field(x, y, K, grid=GRID, mask=np.ones((5, 5), bool))
+    with pytest.raises(ValueError, match="background"):
+        estimate_psf_field(x, y, K, grid=GRID, background="plain")
+    with pytest.raises(ValueError, match="no tile"):
+        estimate_psf_field(x, y, K, grid=GRID, mask=np.zeros(y.shape, bool))
+    with pytest.raises(ValueError, match="gain=True is not available for polynomial"):
+        estimate_psf_polynomial(x, y, K, gain=True)
+    with pytest.raises(ValueError, match="huber"):
+        estimate_psf_polynomial(x, y, K, loss="huber")
 
 
 def test_coupling_stabilises_tiles_without_texture():
@@ -205,14 +265,25 @@ def test_polynomial_recovers_an_in_model_field():
     p0 = estimate_psf_polynomial(x, y0, 7, degree=0)
     np.testing.assert_allclose(p0.coefficients[0], jdeconv.estimate_kernel(x, y0, 7).kernel,
                                atol=1e-6)
+    # masked corrupted pixels and an offset: the same field, and the offset
+    bad = np.zeros(y.shape, bool)
+    bad[5:12, 20:30] = True
+    bad[rng.random(y.shape) < 0.03] = True
+    yb = y + 0.02
+    yb[bad] = 2.0
+    pm = estimate_psf_polynomial(x, yb, 7, degree=1, mask=~bad, background="constant")
+    assert bool(pm.converged) and pm.background.shape == (1,)
+    np.testing.assert_allclose(pm.coefficients, coef, atol=1e-5)
+    np.testing.assert_allclose(pm.background, [0.02], atol=1e-6)
+    np.testing.assert_allclose(np.asarray(pm.render(x))[~bad], yb[~bad], atol=1e-5)
 
 
-@pytest.mark.slow
 def test_polynomial_beats_tiles_on_a_smooth_field(varying_pair):
     x, y = varying_pair
     with pytest.warns(FitWarning):
         tiles = estimate_psf_field(x, y, K, grid=GRID, overlap=OVERLAP)
-    poly = estimate_psf_polynomial(x, y, K, degree=4)
+    # tol 1e-4: 69 ADMM iterations instead of ~3000 at 1e-6, the same errors (0.0058)
+    poly = estimate_psf_polynomial(x, y, K, degree=4, tol=1e-4)
     assert bool(poly.converged)
     c0, c1 = np.asarray(tiles.centres[0]), np.asarray(tiles.centres[1])
     e_poly = np.zeros(GRID)
@@ -227,7 +298,7 @@ def test_polynomial_beats_tiles_on_a_smooth_field(varying_pair):
     r_tiles = np.linalg.norm(np.asarray(tiles.render(x)) - y)
     assert r_poly < r_tiles
     kernels = np.asarray(poly.kernels_on_grid(*poly.evaluation_points))
-    assert kernels.min() > -1e-5 and np.abs(kernels.sum(axis=(2, 3)) - 1).max() < 1e-5
+    assert kernels.min() > -1e-4 and np.abs(kernels.sum(axis=(2, 3)) - 1).max() < 1e-4
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -156,3 +156,15 @@ def test_jit_vmap_and_float32():
 def test_errors(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+def test_as_matrix_is_the_operator():
+    # the dense matrices (jdeconv._operators._dense, shared with the single-kernel operators)
+    rng = np.random.default_rng(1)
+    x, H = rng.standard_normal((10, 12)), rng.standard_normal((2, 3, 3, 3))
+    A = fc.kernel_field_operator(x, H.shape, "same")
+    np.testing.assert_allclose(np.asarray(A.as_matrix()) @ H.ravel(),
+                               np.asarray(A.matvec(jnp.asarray(H))).ravel(), atol=1e-12)
+    B = fc.image_field_operator(H, x.shape, "valid")
+    np.testing.assert_allclose(np.asarray(B.as_matrix()) @ x.ravel(),
+                               np.asarray(B.matvec(jnp.asarray(x))).ravel(), atol=1e-12)

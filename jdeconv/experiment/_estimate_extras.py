@@ -84,12 +84,16 @@ def after_estimate(args, xs, ys, est, kernel, out: Path):
                          if nonparametric is not None else "nonparametric fit_statistic=n/a")
         elif args.grid is not None:
             single = np.asarray(est.kernel, np.float64)
+            options = _field_run.cli_options(args, y.shape)  # --mask, --gain, ... per tile
             field, kernels = _field_run.estimate_field(
                 x, y, kshape, grid=args.grid, overlap=args.overlap, coupling=args.coupling,
                 degree=args.field_degree, mode=args.mode, prior=args.prior,
-                regularization=args.regularization, max_iters=args.max_iters, tol=args.tol)
-            record, _, _ = _field_run.field_metrics(x, y, field, kernels, single, grid=args.grid,
-                                                    mode=args.mode, degree=args.field_degree)
+                regularization=args.regularization, max_iters=args.max_iters, tol=args.tol,
+                **options)
+            record, _, _ = _field_run.field_metrics(
+                x, y, field, kernels, single, grid=args.grid, mode=args.mode,
+                degree=args.field_degree, single_gain=np.asarray(est.gain).ravel()[0],
+                single_background=np.asarray(est.background).reshape(-1), options=options)
             kernel = kernels
             atomic_write_text(out.with_suffix(".json"), json_text(record), overwrite=args.overwrite)
             written.append(out.with_suffix(".json"))

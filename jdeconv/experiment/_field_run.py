@@ -39,8 +39,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["add_estimate_options", "add_simulate_options", "estimate_field", "field_metrics",
-           "field_sigmas", "parse_grid", "simulate_field", "write_field_outputs"]
+__all__ = ["PIXEL_OPTIONS", "add_estimate_options", "add_simulate_options", "cli_options",
+           "config_options", "estimate_field", "field_metrics", "field_sigmas", "parse_grid",
+           "simulate_field", "write_field_outputs"]
 
 from jdeconv.experiment._field_args import (MAX_GRID_SIDE, add_estimate_options,  # noqa: F401
                                               add_simulate_options, parse_grid)
@@ -67,19 +68,98 @@ def simulate_field(x, kernel_shape, grid, sigmas: tuple[float, float], mode: str
     return y, kernels, s
 
 
+#: The per-pixel and photometric options of a field estimate (those of a single estimate).
+PIXEL_OPTIONS = ("mask", "weights", "saturation", "nan", "gain", "background", "loss")
+
+
+def cli_options(args, y_shape) -> dict[str, Any]:
+    """The :data:`PIXEL_OPTIONS` of ``jdeconv estimate`` (``--mask``, ``--weights`` files read).
+
+    Args:
+      args: the parsed ``estimate`` arguments.
+      y_shape: shape of the (gray) blurred image.
+
+    Returns:
+      Keyword arguments for :func:`estimate_field` and :func:`field_metrics`.
+    """
+    from jdeconv.experiment import _pairs
+
+    weights = getattr(args, "weights", None)
+    if weights is not None and weights != "poisson":
+        weights = _pairs.load_weights(weights, tuple(y_shape))
+    mask = getattr(args, "mask", None)
+    return dict(mask=None if mask is None else _pairs.load_mask(mask, tuple(y_shape)),
+                weights=weights, saturation=getattr(args, "saturation", None),
+                nan=getattr(args, "nan", "raise"), gain=bool(getattr(args, "gain", False)),
+                background=getattr(args, "background", "none"), loss=getattr(args, "loss", "l2"))
+
+
+def config_options(cfg, y_shape) -> dict[str, Any]:
+    """The :data:`PIXEL_OPTIONS` of a run configuration (``data.files.mask``/``weights`` read).
+
+    Args:
+      cfg: the validated :class:`jdeconv.experiment._config.Config`.
+      y_shape: shape of the (first) blurred image.
+
+    Returns:
+      Keyword arguments for :func:`estimate_field` and :func:`field_metrics`.
+    """
+    from jdeconv.experiment import _pairs
+
+    model, files = cfg.model, getattr(cfg.data, "files", None)
+    mask = getattr(files, "mask", None) if files is not None else None
+    wfile = getattr(files, "weights", None) if files is not None else None
+    weights = _pairs.load_weights(wfile, tuple(y_shape)) if wfile is not None else model.weights
+    return dict(mask=None if mask is None else _pairs.load_mask(mask, tuple(y_shape)),
+                weights=weights, saturation=model.saturation, nan=model.nan, gain=model.gain,
+                background=model.background, loss=model.loss)
+
+
+def _first_plane(a):
+    """A per-pixel option of one gray pair: a (B, M, N) stack gives its first plane."""
+    return a[0] if isinstance(a, np.ndarray) and a.ndim == 3 else a
+
+
 def estimate_field(x, y, kernel_shape, *, grid, overlap=0.1, coupling=0.0, degree=None,
-                   mode="valid", prior="simplex", regularization=None, max_iters=None, tol=None):
-    """``(field, kernels)``: the tiled (or polynomial, ``degree``) field and its (gy, gx, k, l) kernels."""
+                   mode="valid", prior="simplex", regularization=None, max_iters=None, tol=None,
+                   **options):
+    """``(field, kernels)``: the tiled (or polynomial, ``degree``) field and its kernels.
+
+    ``kernels`` is (gy, gx, k, l): the tiles', or the polynomial's at the tile centres.
+
+    Args:
+      x, y: the pair.
+      kernel_shape: (k, l).
+      grid: ``(gy, gx)`` tiles (for a polynomial field: the points its kernels are evaluated at).
+      overlap, coupling: of the tiles (:func:`jdeconv.estimate_psf_field`).
+      degree: None (tiles) or the degree of a polynomial field.
+      mode, prior, regularization, max_iters, tol: as for a single estimate.
+      **options: :data:`PIXEL_OPTIONS` (``mask``, ``weights``, ``saturation``,
+        ``nan``, ``gain``, ``background``, ``loss``), passed to every tile.
+
+    Returns:
+      ``(field, kernels)``.
+    """
     import jax
 
     from jdeconv import estimate_psf_field, estimate_psf_polynomial
     from jdeconv._field_conv import tile_centres
 
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    unknown = sorted(set(options) - set(PIXEL_OPTIONS))
+    if unknown:
+        raise TypeError(f"estimate_field got unexpected options {unknown}; it takes "
+                        f"{', '.join(PIXEL_OPTIONS)}.")
+    options = {key: _first_plane(value) for key, value in options.items()}
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
     reg = regularization if isinstance(regularization, dict) or regularization is None else None
     if degree is not None:
+        if options.get("gain") or options.get("loss", "l2") != "l2":
+            what = "--gain (model.gain)" if options.get("gain") else "--loss huber (model.loss)"
+            raise ValueError(f"{what} is not available with a polynomial field (--field-degree, "
+                             "model.field_degree); use tiles (drop the degree) or drop the option")
         kw: dict[str, Any] = dict(degree=int(degree), mode=mode, prior=prior, regularization=reg,
-                                  tol=tol)
+                                  tol=tol, **options)
         if max_iters is not None:
             kw["max_iters"] = int(max_iters)
         field = jax.block_until_ready(estimate_psf_polynomial(x, y, tuple(kernel_shape), **kw))
@@ -88,7 +168,8 @@ def estimate_field(x, y, kernel_shape, *, grid, overlap=0.1, coupling=0.0, degre
         return field, kernels
     field = estimate_psf_field(x, y, tuple(kernel_shape), grid=tuple(grid), overlap=float(overlap),
                                coupling=float(coupling), mode=mode, prior=prior,
-                               regularization=regularization, max_iters=max_iters, tol=tol)
+                               regularization=regularization, max_iters=max_iters, tol=tol,
+                               **options)
     field = jax.block_until_ready(field)
     return field, np.asarray(field.kernels)
 
@@ -108,23 +189,71 @@ def _valid(a, kernel_shape, mode, image_shape):
     return np.asarray(_valid_part(np.asarray(a), tuple(kernel_shape), mode, tuple(image_shape)))
 
 
-def field_residuals(x, y, field, single_kernel, mode):
-    """``(field residual, single-kernel residual)`` on the valid window."""
+def field_residuals(x, y, field, single_kernel, mode, *, single_gain=1.0, single_background=(),
+                    options=None):
+    """``(field residual, single-kernel residual)`` on the valid window.
+
+    Args:
+      x, y: the pair.
+      field: a :class:`jdeconv.PSFField` or :class:`jdeconv.PolynomialPSF`
+        (its ``render`` includes its gains and backgrounds).
+      single_kernel: the single estimate's kernel (convolution orientation).
+      mode: the pair's geometry.
+      single_gain, single_background: the single estimate's gain and
+        background coefficients (Legendre over the fitted window).
+      options: the :data:`PIXEL_OPTIONS` used; pixels they leave out are 0 in
+        both residuals.
+
+    Returns:
+      Two arrays of the valid window's shape.
+    """
     from jdeconv import conv2d
+    from jdeconv._weighted_gram import background_basis
 
     x = np.asarray(x, np.float64)
     kshape = np.shape(single_kernel)
     yv = _valid(y, kshape, mode, x.shape)
+    model = float(single_gain) * np.asarray(conv2d(x, np.asarray(single_kernel, np.float64),
+                                                   "valid"))
+    coeffs = np.atleast_1d(np.asarray(single_background, np.float64))
+    opts = {key: _first_plane(value) for key, value in (options or {}).items()}
+    if coeffs.size:
+        degree = {"constant": 0, "plane": 1}.get(opts.get("background"), opts.get("background"))
+        model = model + np.tensordot(coeffs, np.asarray(background_basis(yv.shape, degree)),
+                                     axes=1)
     r_field = yv - np.asarray(field.render(x, "valid"))
-    r_single = yv - np.asarray(conv2d(x, np.asarray(single_kernel, np.float64), "valid"))
+    r_single = yv - model
+    keep = _used_valid(x, y, kshape, mode, opts)
+    if keep is not None:
+        r_field, r_single = np.where(keep, r_field, 0.0), np.where(keep, r_single, 0.0)
     return r_field, r_single
 
 
-def field_metrics(x, y, field, kernels, single_kernel, *, grid, mode, degree=None):
-    """The ``field`` record of ``metrics.json`` and the two residual images."""
+def _used_valid(x, y, kshape, mode, opts):
+    """The used pixels of the valid window (None: all), by the engine's rule."""
+    from jdeconv.experiment._metrics import used_pixels
+
+    pixel = {key: _first_plane(opts[key]) for key in ("mask", "weights", "saturation", "nan")
+             if key in opts}
+    used = used_pixels(np.asarray(x, np.float64), y, kshape, mode, **pixel) if pixel else None
+    return None if used is None else _valid(used, kshape, mode, np.shape(x))
+
+
+def field_metrics(x, y, field, kernels, single_kernel, *, grid, mode, degree=None,
+                  single_gain=1.0, single_background=(), options=None):
+    """The ``field`` record of ``metrics.json`` and the two residual images.
+
+    ``single_gain``, ``single_background`` and ``options``: as in
+    :func:`field_residuals` (the residuals count the used pixels only, with
+    each model's gains and backgrounds). A tiled field with ``gain`` or a
+    background also records them per tile (``gain``; ``background``: the
+    constant term of each tile's polynomial).
+    """
     from jdeconv.experiment._optics import optics_metrics
 
-    r_field, r_single = field_residuals(x, y, field, single_kernel, mode)
+    r_field, r_single = field_residuals(x, y, field, single_kernel, mode,
+                                        single_gain=single_gain,
+                                        single_background=single_background, options=options)
     nf, ns = float(np.linalg.norm(r_field)), float(np.linalg.norm(r_single))
     per = [[optics_metrics(kernels[i, j]) for j in range(kernels.shape[1])]
            for i in range(kernels.shape[0])]
@@ -142,11 +271,24 @@ def field_metrics(x, y, field, kernels, single_kernel, *, grid, mode, degree=Non
         "fwhm_mean": table("fwhm_mean"), "ellipticity": table("ellipticity"),
         "centroid_shift": shift, "converged": bool(np.asarray(field.converged)),
     }
+    opts = options or {}
+    keep = _used_valid(x, y, np.shape(single_kernel), mode, opts)
+    if keep is not None:
+        rec["pixels_used"] = int(np.sum(keep))
     if degree is not None:
         rec["degree"] = int(degree)
+        bg = getattr(field, "background", None)
+        if bg is not None and np.size(bg):
+            rec["background"] = np.asarray(bg, np.float64).tolist()
     else:
         rec.update(overlap=float(field.overlap), coupling=float(field.coupling),
-                   summary=field.summary())
+                   summary=field.summary(),
+                   tile_result=np.asarray(field.tile_result).tolist())
+        if opts.get("gain"):
+            rec["gain"] = np.asarray(field.gain, np.float64).tolist()
+        bg = np.asarray(field.background, np.float64)
+        if bg.shape[-1]:
+            rec["background"] = bg[..., 0].tolist()
     return rec, r_field, r_single
 
 

@@ -90,14 +90,16 @@ def extend_run(cfg, d, xs, ys, truths, est, items, metrics: dict[str, Any], *,
                              None if truths is None or np.shape(truths[0]) != pk.shape
                              else np.asarray(truths[0]), f"{model.psf_model} fit; {title}")
         if model.grid is not None:
+            options = _field_run.config_options(cfg, y.shape)  # masks, gain, ... per tile
             field, fk = _field_run.estimate_field(
                 x, y, kshape, grid=model.grid, overlap=model.overlap, coupling=model.coupling,
                 degree=model.field_degree, mode=model.mode, prior=cfg.prior.name,
                 regularization=cfg.regularization_dict(), max_iters=cfg.solver.max_iters,
-                tol=cfg.solver.tol)
+                tol=cfg.solver.tol, **options)
             rec, r_field, r_single = _field_run.field_metrics(
                 x, y, field, fk, kernels[0], grid=model.grid, mode=model.mode,
-                degree=model.field_degree)
+                degree=model.field_degree, single_gain=np.asarray(items["gain"])[0],
+                single_background=np.asarray(items["background"])[0], options=options)
             metrics["field"] = rec
             _field_run.write_field_outputs(d, rec, fk, r_field, r_single, plots=cfg.outputs.plots,
                                            title=title)

@@ -37,16 +37,61 @@ def test_estimate_grid(pair, tmp_path, capsys):
     assert rec["residual_ratio"] > 1.5 and rec["grid"] == [3, 3]
 
 
+def test_estimate_grid_mask_gain_background(pair, tmp_path, capsys):
+    import warnings
+
+    from jdeconv import estimate_psf_field
+    from jdeconv.data import read_image
+
+    x, _ = read_image(pair / "original.png")
+    y, _ = read_image(pair / "blurred.png")
+    rng = np.random.default_rng(0)
+    bad = np.zeros(y.shape, bool)
+    bad[5:15, 8:20] = True  # a saturated block in tile (0, 0)
+    bad[rng.random(y.shape) < 0.02] = True  # hot pixels everywhere
+    yc = 0.9 * y + 0.02
+    yc[bad] = 1.0
+    np.save(tmp_path / "b.npy", yc)
+    np.save(tmp_path / "mask.npy", ~bad)
+    out = tmp_path / "k.npy"
+    assert main(["estimate", str(pair / "original.png"), str(tmp_path / "b.npy"), "-k", "7",
+                 "--grid", "3x3", "--overlap", "0", "--gain", "--background", "constant",
+                 "--mask", str(tmp_path / "mask.npy"), "-o", str(out), "-q"]) == 0
+    capsys.readouterr()
+    # the CLI's field is the API's with the same mask and photometric terms (same program)
+    kw = dict(grid=(3, 3), overlap=0.0, gain=True, background="constant")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        api = estimate_psf_field(x, yc, 7, mask=~bad, **kw)
+        unmasked = estimate_psf_field(x, yc, 7, mask=np.ones(y.shape, bool), **kw)
+    np.testing.assert_allclose(np.load(out), api.kernels, atol=1e-10)
+    assert np.abs(np.asarray(unmasked.kernels) - api.kernels).max() > 0.02  # the mask mattered
+    rec = json.loads(out.with_suffix(".json").read_text())
+    np.testing.assert_allclose(rec["gain"], api.gain, atol=1e-10)
+    np.testing.assert_allclose(rec["background"], api.background[..., 0], atol=1e-10)
+    assert np.allclose(rec["gain"], 0.9, atol=0.1) and rec["residual_ratio"] > 1.2
+    # a coupled field cannot take a gain: one line naming the fix
+    code = main(["estimate", str(pair / "original.png"), str(tmp_path / "b.npy"), "-k", "7",
+                 "--grid", "3x3", "--coupling", "0.1", "--gain", "-o", str(tmp_path / "c.npy")])
+    err_text = capsys.readouterr().err
+    assert code == 2 and "coupling=0" in err_text and err_text.count("jdeconv: error") == 1
+
+
 def test_run_field(pair, tmp_path):
     cfg = tmp_path / "c.yaml"
+    mask = np.ones((58, 58), bool)
+    mask[20:24, 30:34] = False  # data.files.mask reaches the tiles too
+    np.save(tmp_path / "mask.npy", mask)
     cfg.write_text(f"name: field\ndata:\n  files: {{original: {pair / 'original.png'}, blurred: "
-                   f"{pair / 'blurred.png'}}}\nmodel: {{mode: valid, kernel_shape: 7, "
-                   "grid: [3, 3], overlap: 0}\noutputs: {save_csv: false, save_kernel_png: false}\n")
+                   f"{pair / 'blurred.png'}, mask: {tmp_path / 'mask.npy'}}}\nmodel: "
+                   "{mode: valid, kernel_shape: 7, grid: [3, 3], overlap: 0}\n"
+                   "outputs: {save_csv: false, save_kernel_png: false}\n")
     run = tmp_path / "run"
     assert main(["run", str(cfg), "--out", str(run), "-q"]) == 0
     m = json.loads((run / "metrics.json").read_text())
     f = m["field"]
     assert f["residual_ratio"] > 1.5 and np.shape(f["fwhm_mean"]) == (3, 3)
+    assert f["pixels_used"] == 58 * 58 - 16
     assert np.shape(f["centroid_shift"]) == (3, 3) and np.shape(f["ellipticity"]) == (3, 3)
     # the blur grows from the centre to the corners
     assert f["fwhm_mean"][1][1] < min(f["fwhm_mean"][0][0], f["fwhm_mean"][2][2])
