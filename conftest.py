@@ -16,3 +16,34 @@ settings.register_profile(
     "jdeconv", deadline=None, print_blob=True, max_examples=25,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile("jdeconv")
+
+
+# Every compiled program stays loaded (JIT code pages, buffers). Over the whole suite that
+# passes the kernel's limit on memory maps (vm.max_map_count, 65530 by default: XLA then
+# crashes inside a compile) and several GB of resident memory. After each test module, drop
+# JAX's caches when the process holds many maps or much memory; modules reuse their own
+# shapes, so little is compiled twice.
+_MAX_MAPS = 20_000
+_MAX_RSS_KB = 1_200_000
+
+
+def _process_load() -> tuple[int, int]:
+    try:
+        with open("/proc/self/maps") as f:
+            maps = sum(1 for _ in f)
+        with open("/proc/self/status") as f:
+            rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+    except OSError:  # not Linux: nothing to measure, nothing to drop
+        return 0, 0
+    return maps, rss
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _bounded_jax_caches():
+    yield
+    maps, rss = _process_load()
+    if maps > _MAX_MAPS or rss > _MAX_RSS_KB:
+        jax.clear_caches()

@@ -6,6 +6,10 @@ blocks: the ``jdeconv ...`` and ``python -m jdeconv ...`` lines run in order in 
 temporary directory holding a copy of ``configs/`` (so the README's relative paths
 resolve); installation lines (``pip install``) and the test command (``python -m pytest``)
 are skipped. Every command must exit with status 0.
+
+All these processes share one fresh persistent compilation cache (``JAX_COMPILATION_CACHE_DIR``,
+for this module only), as a user's processes share theirs: the command-line example estimates
+on the Python example's sizes, so it loads that program instead of compiling it again.
 """
 
 import os
@@ -47,12 +51,21 @@ def commands():
     return out
 
 
-def _env(tmp_path):
+def _env(tmp_path, cache):
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("JAX_", "JDECONV_"))}
     env.update(JAX_PLATFORMS="cpu", MPLBACKEND="Agg", XDG_CACHE_HOME=str(tmp_path / "cache"),
-               PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
+               PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+               # the CLI's own thresholds, for the Python blocks too
+               JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.1",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
     return env
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One compilation cache for this module's processes (empty at the start of the session)."""
+    return tmp_path_factory.mktemp("readme-jax-cache")
 
 
 def test_readme_has_code_blocks():
@@ -73,20 +86,20 @@ PYTHON_BLOCKS = blocks("python")
 
 @pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)),
                          ids=[f"block{i + 1}" for i in range(len(PYTHON_BLOCKS))])
-def test_python_block_runs_as_written(tmp_path, index):
+def test_python_block_runs_as_written(tmp_path, cache, index):
     path = tmp_path / f"README.md python block {index + 1}"
     path.write_text(PYTHON_BLOCKS[index], encoding="utf-8")
     out = subprocess.run([sys.executable, "-c", _RUNNER, str(path)], cwd=tmp_path,
-                         env=_env(tmp_path), capture_output=True, text=True, timeout=TIMEOUT_S)
+                         env=_env(tmp_path, cache), capture_output=True, text=True, timeout=TIMEOUT_S)
     assert out.returncode == 0, f"README python block {index + 1} failed:\n{out.stderr[-4000:]}"
 
 
-def test_bash_commands_run(tmp_path):
+def test_bash_commands_run(tmp_path, cache):
     work = tmp_path / "work"
     work.mkdir()
     if (ROOT / "configs").is_dir():
         shutil.copytree(ROOT / "configs", work / "configs")
-    env = _env(tmp_path)
+    env = _env(tmp_path, cache)
     for cmd in commands():
         out = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True,
                              timeout=TIMEOUT_S)

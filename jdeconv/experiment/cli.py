@@ -91,6 +91,20 @@ def _name(kind: str, choices: Sequence[str]) -> Callable[[str], str]:
     return parse
 
 
+def _progress_wanted() -> bool:
+    """A progress bar from inside long compiled calls, when stderr is a terminal."""
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def _key_value(text: str) -> tuple[str, float]:
+    """``KEY=VALUE`` with a finite number as the value (``--loss-option read_noise=3``)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. read_noise=3), got {text!r}")
+    number = _number(float)(value.strip())
+    return key.strip(), int(number) if float(number).is_integer() else number
+
+
 def _number(kind: type, *, minimum: float | None = None, maximum: float | None = None,
             positive: bool = False) -> Callable[[str], Any]:
     """One parser for every numeric option: finite, in range, an integer where asked."""
@@ -211,6 +225,8 @@ def cache_directory() -> Path:
 
 
 def _cache_disabled(args) -> bool:
+    if not getattr(args, "process_cache", False):
+        return True  # main(argv) called from Python: leave the caller's JAX configuration alone
     return bool(getattr(args, "no_cache", False)) or os.environ.get(
         "JDECONV_NO_COMPILATION_CACHE", "").strip().lower() not in ("", "0", "false", "no")
 
@@ -316,12 +332,15 @@ def _cmd_estimate(args) -> int:
                       gain=args.gain, background=args.background, loss=args.loss,
                       orientation=args.orientation, saturation=args.saturation, nan=args.nan,
                       throw=False)
+        if args.loss_options:
+            kwargs["loss_options"] = dict(args.loss_options)
         if args.standard_errors:
             kwargs["standard_errors"] = True
         with Stopwatch() as sw:
             est, kernel_size = estimate_arrays(x, y, args.kernel_size,
                                                max_kernel_shape=args.max_kernel_size, mask=mask,
-                                               weights=weights, pilot="mean", **kwargs)
+                                               weights=weights, pilot="mean",
+                                               progress=_progress_wanted(), **kwargs)
     for message in messages:
         print(f"jdeconv: warning: {message}", file=sys.stderr)
     kernel = np.asarray(est.kernel, np.float64)
@@ -580,8 +599,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--nan", default="raise", type=_name("nan policy", NAN_POLICIES),
                    metavar="raise|mask", help="NaN in the blurred image (.npy): raise an error "
                    "(default) or mask the pixel")
-    e.add_argument("--loss", default="l2", type=_name("loss", LOSSES), metavar="l2|huber",
-                   help="l2 (default) or huber: robust to outliers no mask names (exact solver)")
+    e.add_argument("--loss", default="l2", type=_name("loss", LOSSES),
+                   metavar="l2|huber|poisson",
+                   help="l2 (default), huber (robust to outliers no mask names) or poisson "
+                   "(photon counts, matrix-free FISTA)")
+    e.add_argument("--loss-option", action="append", default=None, type=_key_value,
+                   metavar="KEY=VALUE", dest="loss_options",
+                   help="an option of the matrix-free data term, repeatable: poisson "
+                   "read_noise=3 background=10 (counts); huber delta=0.01")
     e.add_argument("--orientation", default="convolution",
                    type=_name("orientation", ORIENTATIONS), metavar="convolution|correlation",
                    help="save the kernel as a convolution kernel (default) or flipped 180 degrees "
@@ -703,12 +728,19 @@ def _is_user_error(exc: BaseException) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs the command line; returns the exit status (0 ok, 2 user error, 130/143 interrupted)."""
+    """Runs the command line; returns the exit status (0 ok, 2 user error, 130/143 interrupted).
+
+    ``main()`` (the ``jdeconv`` command, ``python -m jdeconv``: the arguments
+    from ``sys.argv``) owns its process and turns on the persistent compilation
+    cache. ``main([...])`` called from Python with an argument list leaves the
+    process-wide JAX configuration (the cache directory) as the caller set it.
+    """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version, usage errors
         return int(e.code or 0) if not isinstance(e.code, str) else 2
+    args.process_cache = argv is None
     previous = None
     try:
         previous = signal.signal(signal.SIGTERM, _on_sigterm)

@@ -10,10 +10,17 @@ import os
 import pytest
 
 
-@pytest.fixture(autouse=True)
-def _no_cache_in_process(monkeypatch):
-    """In-process ``main()`` calls must not switch this process to the persistent cache."""
-    monkeypatch.setenv("JDECONV_NO_COMPILATION_CACHE", "1")
+@pytest.fixture(scope="session", autouse=True)
+def _no_cache_in_process():
+    """In-process ``main()`` calls must not switch this process to the persistent cache.
+
+    Session-wide, so it also holds in module-scoped fixtures that call ``main()`` (they are
+    set up before any function-scoped fixture): once set, the cache directory stays for the
+    whole process, and the user's cache (shared with other processes) is no place for it.
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JDECONV_NO_COMPILATION_CACHE", "1")
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -22,12 +22,14 @@ def rel_error(a, b):
     return np.linalg.norm(a - b) / np.linalg.norm(b)
 
 
-def test_gray_8bit_valid_end_to_end(tmp_path, cli_env):
+def test_gray_8bit_valid_end_to_end(tmp_path, cli_env, capsys):
     pair = tmp_path / "pair"
-    out = run_cli(cli_env, "simulate", "--image", "shapes", "--image-size", 48, "--kernel", "gaussian",
-                  "--kernel-size", 5, "--param", "sigma=1", "--bits", 8, "--mode", "valid",
-                  "--out", pair)
-    assert "original.png" in out.stdout
+    # simulate in this process (the RGB test below runs it as a command); estimate and run as
+    # commands, sharing the session's compilation cache
+    assert main(["simulate", "--image", "shapes", "--image-size", "48", "--kernel", "gaussian",
+                 "--kernel-size", "5", "--param", "sigma=1", "--bits", "8", "--mode", "valid",
+                 "--out", str(pair)]) == 0
+    assert "original.png" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pair"]
     assert sorted(p.name for p in pair.iterdir()) == ["blurred.png", "kernel.npy", "original.png",
                                                        "simulation.json"]
@@ -217,3 +219,19 @@ def test_failed_run_names_its_partial_directory(files, capsys):
     (partial,) = [p for p in files.iterdir() if p.name.startswith("r3.partial-")]
     assert err.rstrip().endswith(f"; the incomplete results are in {str(partial)!r}")
     assert (partial / "FAILED").exists()
+
+
+def test_in_process_main_leaves_the_process_cache_alone(tmp_path, monkeypatch):
+    """``main([...])`` from Python never points the caller's process at the user's cache."""
+    import jax
+
+    from jdeconv.experiment.cli import main
+
+    monkeypatch.delenv("JDECONV_NO_COMPILATION_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    before = jax.config.jax_compilation_cache_dir
+    code = main(["simulate", "--image", "noise", "--image-size", "48", "-k", "5", "--quiet",
+                 "--out", str(tmp_path / "pair")])
+    assert code == 0
+    assert jax.config.jax_compilation_cache_dir == before
+    assert not (tmp_path / "xdg").exists()

@@ -171,7 +171,7 @@ BAD_INPUT = [
     (["--orientation", "corelation"], "Did you mean 'correlation'?"),
     (["--nan", "masked"], "Did you mean 'mask'?"),
     (["--max-kernel-size", "15"], "--max-kernel-size applies only with --kernel-size auto"),
-    (["--loss", "huber", "--solver", "fista"], "loss='huber' runs reweighted exact solves"),
+    (["--loss", "poisson", "--solver", "exact"], "loss='poisson' has no normal equations"),
     (["--gain", "--solver", "fourier"], "solver='fourier' divides spectra"),
     (["-k", "auto", "--mode", "valid", "--max-kernel-size", "15"],
      "max_kernel_shape has no effect in mode 'valid'"),

@@ -76,7 +76,8 @@ def test_first_order_run_with_options_and_error_curve(tmp_path):
            "outputs": {**NO_EXTRAS, "error_curve": True, "save_csv": True, "warm_timing": True}}
     out = run_experiment(cfg, tmp_path / "f", quiet=True)
     m = json.loads((out / "metrics.json").read_text())
-    assert m["solver"] == "fista" and m["solver_options"] == {"restart": False}
+    assert m["solver"] == "fista"
+    assert m["solver_options"] == {"restart": False, "matrix_free": None}
     assert m["iterations"] <= 30 and "warm_s" in m["timing"]
     its = m["error_curve"]["iterations"]
     assert its == sorted(its) and its[-1] == m["iterations"]
