@@ -90,10 +90,8 @@ ORIENTATIONS = _names.ORIENTATIONS
 DEFAULT_ROBUST_STEPS = 10
 
 
-def _settings(problem, prior, solver, regularization, max_iters, tol, solver_options, *,
-              gain=False, background="none", loss="l2", orientation="convolution",
-              standard_errors=False, loss_options=None):
-    prior = _validation.check_prior(prior)
+def check_photometric(gain, background, loss) -> tuple[bool, int | None, str]:
+    """``(gain, background degree or None, loss)`` checked, with the messages of the API."""
     if not isinstance(gain, (bool, np.bool_)):
         raise TypeError(f"gain must be True or False, got {gain!r}.")
     try:
@@ -101,7 +99,14 @@ def _settings(problem, prior, solver, regularization, max_iters, tol, solver_opt
     except (TypeError, ValueError) as e:
         raise type(e)(f"{e} Background models: 'none', 'constant', 'plane' or a polynomial "
                       "degree (an int).") from None
-    loss = _validation.check_choice("loss", loss, LOSSES)
+    return bool(gain), degree, _validation.check_choice("loss", loss, LOSSES)
+
+
+def _settings(problem, prior, solver, regularization, max_iters, tol, solver_options, *,
+              gain=False, background="none", loss="l2", orientation="convolution",
+              standard_errors=False, loss_options=None):
+    prior = _validation.check_prior(prior)
+    gain, degree, loss = check_photometric(gain, background, loss)
     orientation = _validation.check_choice("orientation", orientation, ORIENTATIONS)
     auto = isinstance(regularization, str) and regularization == "auto"
     if isinstance(regularization, str) and not auto:
@@ -215,15 +220,8 @@ class _Out(NamedTuple):
 def _prox(prior, support, l1, lipschitz_const, kernel_shape):
     """Prox of (prior indicator + l1) with step 1/L, on a flat kernel."""
 
-    def prox(v):
-        h = v.reshape(kernel_shape)
-        if prior == "none":
-            h = _regularizers.soft_threshold(h, l1 / lipschitz_const)
-        elif prior == "nonneg":
-            h = h - l1 / lipschitz_const
-        return _priors.project_prior(h, prior, support).ravel()
-
-    return prox
+    prox_at = _matrix_free._prox_factory(prior, support, l1, kernel_shape)
+    return lambda v: prox_at(v, lipschitz_const)
 
 
 def _two_point(first, last, size, dtype):

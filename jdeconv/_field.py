@@ -598,15 +598,7 @@ def _estimate_tiles(xs, ys, kshape, *, prior, solver, regularization, max_iters,
 
 
 def _photometric(gain, background, loss):
-    if not isinstance(gain, (bool, np.bool_)):
-        raise TypeError(f"gain must be True or False, got {gain!r}.")
-    try:
-        degree = _weighted_gram.parse_background(background)
-    except (TypeError, ValueError) as e:
-        raise type(e)(f"{e} Background models: 'none', 'constant', 'plane' or a polynomial "
-                      "degree (an int).") from None
-    loss = _validation.check_choice("loss", loss, _names.LOSSES)
-    return bool(gain), degree, loss
+    return _estimate.check_photometric(gain, background, loss)
 
 
 def estimate_psf_field(x, y, kernel_shape, *, grid=(3, 3), overlap: float = 0.1,

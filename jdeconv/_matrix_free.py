@@ -122,7 +122,8 @@ import numpy as np
 import optax
 from jax import lax
 
-from jdeconv import _gram, _names, _objective, _priors, _progress, _validation, _weighted_gram
+from jdeconv import (_gram, _names, _objective, _priors, _progress, _regularizers, _validation,
+                     _weighted_gram)
 from jdeconv._solution import RESULTS
 from jdeconv._solvers import _driver, adam
 from jdeconv._solvers.options import check_loss_options, check_solver_options  # noqa: F401

@@ -257,3 +257,14 @@ def test_129x129_kernel_on_1024_pair_stays_under_2gb():
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["iterations"] == 3 and out["finite"] and abs(out["sum"] - 1) < 1e-9
     assert out["peak_kb"] < 2 * 1024 ** 2, out  # the (k l)² matrix alone would be 2.2 GB
+
+
+def test_l1_prox_with_prior_none_on_the_matrix_free_path():
+    x, h, y = pair(sigma=0.01)
+    with pytest.warns(jdeconv.FitWarning):
+        est = matrix_free(x, y, K, prior="none", regularization={"l1": 1e-2}, max_iters=2000,
+                          tol=1e-9)
+    assert bool(est.converged), est.message
+    k = np.asarray(est.kernel)
+    assert (k == 0).sum() > 0  # the soft threshold zeroes small taps
+    assert rel(k, h) < 0.2
