@@ -6,7 +6,12 @@ errors (set in pyproject's ``filterwarnings``). Hypothesis runs without a
 deadline: the first call of a new shape compiles.
 """
 
+import ctypes
+import gc
+import os
+
 import jax
+import pytest
 from hypothesis import HealthCheck, settings
 
 jax.config.update("jax_enable_x64", True)
@@ -18,13 +23,21 @@ settings.register_profile(
 settings.load_profile("jdeconv")
 
 
-# Every compiled program stays loaded (JIT code pages, buffers). Over the whole suite that
+# Every compiled program stays loaded (JIT code pages, buffers), and glibc keeps freed
+# memory (XLA's compile-time allocations) instead of returning it. Over the whole suite that
 # passes the kernel's limit on memory maps (vm.max_map_count, 65530 by default: XLA then
-# crashes inside a compile) and several GB of resident memory. After each test module, drop
-# JAX's caches when the process holds many maps or much memory; modules reuse their own
-# shapes, so little is compiled twice.
+# crashes inside a compile) and several GB of resident memory. So: after each test, freed
+# memory goes back to the system (malloc_trim: about 1 ms); after each module, JAX's caches
+# are dropped when the process holds many maps or much memory (modules reuse their own
+# shapes, so little is compiled twice). Under pytest-xdist the memory bound is shared out
+# between the workers.
+_WORKERS = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
 _MAX_MAPS = 20_000
-_MAX_RSS_KB = 1_200_000
+_MAX_RSS_KB = 1_000_000 // _WORKERS
+try:
+    _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+except (OSError, AttributeError):  # not glibc: nothing to trim
+    _malloc_trim = None
 
 
 def _process_load() -> tuple[int, int]:
@@ -38,7 +51,15 @@ def _process_load() -> tuple[int, int]:
     return maps, rss
 
 
-import pytest  # noqa: E402
+def _trim() -> None:
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+
+
+@pytest.fixture(autouse=True)
+def _freed_memory_returned():
+    yield
+    _trim()
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -47,3 +68,5 @@ def _bounded_jax_caches():
     maps, rss = _process_load()
     if maps > _MAX_MAPS or rss > _MAX_RSS_KB:
         jax.clear_caches()
+        gc.collect()
+        _trim()

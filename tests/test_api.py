@@ -170,3 +170,51 @@ def test_subpackages_are_attributes():
     with pytest.raises(AttributeError, match="no attribute 'shapes_image'"):
         jdeconv.shapes_image  # moved to jdeconv.data
     assert set(jdeconv.__all__) <= set(dir(jdeconv))
+
+
+def _imports_of_every_module() -> dict[str, set[str]]:
+    """``module -> the package modules it imports`` (at module level or inside functions)."""
+    from pathlib import Path
+
+    root = Path(jdeconv.__file__).parent
+    names = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    edges = {name: set() for name in names}
+    for name, path in names.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                for alias in node.names:
+                    target = f"{node.module}.{alias.name}"
+                    target = target if target in names else node.module
+                    if target in names and target != name:
+                        edges[name].add(target)
+            elif isinstance(node, ast.Import):
+                edges[name].update(a.name for a in node.names if a.name in names and a.name != name)
+    return edges
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    # The packages' __init__ files re-export their layer and are left out; every other
+    # import, lazy ones inside functions included, goes one way.
+    edges = _imports_of_every_module()
+    packages = {"jdeconv", "jdeconv.data", "jdeconv.experiment"}
+
+    def reachable(start):
+        seen, stack = set(), [start]
+        while stack:
+            for nxt in edges[stack.pop()] - packages:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append(nxt)
+        return seen
+
+    loops = sorted((a, b) for a in edges.keys() - packages for b in edges[a] - packages
+                   if a in reachable(b))
+    assert not loops, f"import loops (a imports b, b reaches a back): {loops}"
+    # and the layers: nothing in the core imports the experiment layer (``python -m jdeconv``
+    # is the command line's entry point, not the core)
+    core = [m for m in edges
+            if not m.startswith(("jdeconv.experiment", "jdeconv.data", "jdeconv.__main__"))]
+    assert not [(m, t) for m in core for t in edges[m] if t.startswith("jdeconv.experiment")]

@@ -25,24 +25,24 @@ __all__ = ["after_estimate", "check", "extra_files"]
 
 def check(args) -> None:
     """Usage errors of the combination of options (before anything runs)."""
-    from jdeconv.experiment.cli import _UsageError
+    from jdeconv.experiment._process import UsageError
 
     model, grid = getattr(args, "model", None), getattr(args, "grid", None)
     if model is None and grid is None and not getattr(args, "standard_errors", False):
         if getattr(args, "field_degree", None) is not None:
-            raise _UsageError("--field-degree needs --grid GYxGX (the points it is evaluated at)")
+            raise UsageError("--field-degree needs --grid GYxGX (the points it is evaluated at)")
         return
     if model is not None and grid is not None:
-        raise _UsageError("--model and --grid do not combine; choose one")
+        raise UsageError("--model and --grid do not combine; choose one")
     if args.field_degree is not None and grid is None:
-        raise _UsageError("--field-degree needs --grid GYxGX (the points it is evaluated at)")
+        raise UsageError("--field-degree needs --grid GYxGX (the points it is evaluated at)")
     if (model is not None or grid is not None) and args.channels == "rgb":
-        raise _UsageError(f"{'--model' if model else '--grid'} works on one channel; use "
+        raise UsageError(f"{'--model' if model else '--grid'} works on one channel; use "
                           "--channels gray")
     if grid is not None and (args.png or args.csv):
-        raise _UsageError("--png and --csv save one kernel; with --grid the .npy holds the field")
+        raise UsageError("--png and --csv save one kernel; with --grid the .npy holds the field")
     if args.standard_errors and args.solver not in ("auto", "exact"):
-        raise _UsageError("--standard-errors needs the exact solver (--solver exact or auto)")
+        raise UsageError("--standard-errors needs the exact solver (--solver exact or auto)")
 
 
 def extra_files(args, out: Path) -> list[Path]:
@@ -61,7 +61,7 @@ def after_estimate(args, xs, ys, est, kernel, out: Path):
     from jdeconv.experiment import _field_run, _psf_fit
     from jdeconv.experiment._artifacts import json_text, save_npy
     from jdeconv.experiment._optics import optics_line, optics_metrics
-    from jdeconv.experiment._runner import recorded_warnings
+    from jdeconv.experiment._feedback import recorded_warnings
 
     written: list[Path] = []
     lines: list[str] = []

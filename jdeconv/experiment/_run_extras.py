@@ -42,7 +42,7 @@ def extend_run(cfg, d, xs, ys, truths, est, items, metrics: dict[str, Any], *,
     """Writes the extra files into run folder ``d`` and adds their numbers to ``metrics``."""
     from jdeconv.experiment import _field_run, _psf_fit
     from jdeconv.experiment._optics import optics_metrics, plot_kernel_errors, plot_mtf
-    from jdeconv.experiment._runner import recorded_warnings
+    from jdeconv.experiment._feedback import recorded_warnings
 
     kernels = np.asarray(items["kernel"], np.float64)
     batched = kernels.shape[0] > 1

@@ -28,7 +28,7 @@ for a batch), and writes a new directory:
 Warnings of the estimate (:class:`jdeconv._diagnostics.FitWarning`: a fit
 statistic well above 1, kernel mass on the border, 0–255-looking floats, a
 constant blurred image) and of reading the images (JPEG) are recorded in
-``metrics.json``, not raised: :func:`recorded_warnings`. The command line
+``metrics.json``, not raised: :func:`jdeconv.experiment._feedback.recorded_warnings`. The command line
 prints them as ``jdeconv: warning: ...``.
 
 With ``kernel_shape: auto`` and several pairs (``data.batch``, or the channels
@@ -65,14 +65,11 @@ in the command line tool).
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 import os
-import sys
 import time
 import warnings as _warnings
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,51 +78,11 @@ import numpy as np
 from jdeconv.experiment import _metrics, _pairs, _plots
 from jdeconv.experiment._artifacts import Folder, RunDirectory, clean, kernel_csv_text, kernel_image
 from jdeconv.experiment._config import Config, load_config
+from jdeconv.experiment._feedback import Progress, recorded_warnings, tqdm_progress
 from jdeconv.experiment._timing import Stopwatch
 
 __all__ = ["default_run_directory", "estimate", "estimate_arrays", "estimate_options",
-           "point_name", "recorded_warnings", "run_experiment", "tqdm_progress"]
-
-Progress = Callable[..., Any]
-
-
-def tqdm_progress(*, quiet: bool = False) -> Progress | None:
-    """A progress hook: ``tqdm`` on stderr (shown on a terminal only), or None when quiet."""
-    if quiet:
-        return None
-    from tqdm.auto import tqdm
-
-    def progress(iterable, **kw):
-        return tqdm(iterable, file=sys.stderr, disable=None, **kw)
-
-    return progress
-
-
-@contextlib.contextmanager
-def recorded_warnings() -> Iterator[list[str]]:
-    """Records the user warnings raised inside (one line each, in order, no repeats).
-
-    ``with recorded_warnings() as messages: ...``: after the block,
-    ``messages`` holds the text of every ``UserWarning`` (FitWarning,
-    LossyImageWarning, ...) raised inside, whatever the warning filters say;
-    other warnings (deprecations) are passed on as they came.
-    """
-    messages: list[str] = []
-    with _warnings.catch_warnings(record=True) as log:
-        _warnings.simplefilter("always", UserWarning)
-        try:
-            yield messages
-        finally:
-            others = []
-            for w in log:
-                if issubclass(w.category, UserWarning):
-                    text = " ".join(str(w.message).split())
-                    if text not in messages:
-                        messages.append(text)
-                else:
-                    others.append(w)
-    for w in others:
-        _warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+           "point_name", "run_experiment"]
 
 
 def estimate_options(cfg: Config) -> dict[str, Any]:

@@ -31,21 +31,21 @@ def conditioning_lines(report) -> list[str]:
 
 
 def _cmd_target(args) -> int:
-    from jdeconv.experiment import cli
+    from jdeconv.experiment._process import UsageError, check_new_file, setup_jax
 
     out = Path(args.output)
     if out.suffix.lower() != ".png":
-        raise cli._UsageError(f"output {str(out)!r} must be a .png file")
+        raise UsageError(f"output {str(out)!r} must be a .png file")
     size = args.size
     kshape = args.kernel_size
     if kshape is not None and (kshape[0] > size[0] or kshape[1] > size[1]):
-        raise cli._UsageError(f"the {kshape[0]}x{kshape[1]} kernel is larger than the "
+        raise UsageError(f"the {kshape[0]}x{kshape[1]} kernel is larger than the "
                               f"{size[0]}x{size[1]} target")
-    cli._check_new_file(out, args.overwrite)
-    cli._setup_jax(args)
+    check_new_file(out, args.overwrite)
+    setup_jax(args)
     from jdeconv import make_target
     from jdeconv.data import write_image
-    from jdeconv.experiment._runner import recorded_warnings
+    from jdeconv.experiment._feedback import recorded_warnings
 
     with recorded_warnings() as messages:
         target = make_target(tuple(size), kind=args.kind, seed=args.seed, kernel_shape=kshape,

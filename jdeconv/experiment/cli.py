@@ -42,6 +42,8 @@ from typing import Any
 
 from jdeconv import _limits
 from jdeconv._names import BACKGROUNDS, LOSSES, MODES, NAN_POLICIES, ORIENTATIONS, PRIORS, SOLVERS
+from jdeconv.experiment._process import (UsageError, cache_directory, check_new_directory,
+                                         check_new_file, setup_jax)
 
 __all__ = ["build_parser", "cache_directory", "main"]
 
@@ -49,14 +51,8 @@ __all__ = ["build_parser", "cache_directory", "main"]
 ESTIMATE_CHANNELS = ("gray", "rgb", "shared")
 #: Files ``--image`` reads instead of generating (the reader's formats).
 _IMAGE_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".npy")
-#: Compile-time threshold for the persistent cache: our programs take seconds, tiny ops much less.
-CACHE_MIN_COMPILE_SECONDS = 0.1
 #: Highest background polynomial degree (the engine's bound; see _config.MAX_BACKGROUND_DEGREE).
 MAX_BACKGROUND_DEGREE = 10
-
-
-class _UsageError(ValueError):
-    """A command-line mistake (reported like any other user error)."""
 
 
 class _Terminated(KeyboardInterrupt):
@@ -205,11 +201,11 @@ def _params(items: list[str] | None) -> dict[str, Any]:
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise _UsageError(f"--param {item!r} is not valid; give NAME=VALUE, e.g. sigma=2")
+            raise UsageError(f"--param {item!r} is not valid; give NAME=VALUE, e.g. sigma=2")
         try:
             out[key.strip()] = yaml.safe_load(value)
         except (yaml.YAMLError, RecursionError):
-            raise _UsageError(f"--param {item!r}: the value is not valid") from None
+            raise UsageError(f"--param {item!r}: the value is not valid") from None
     return out
 
 
@@ -218,41 +214,8 @@ def _params(items: list[str] | None) -> dict[str, Any]:
 # ---------------------------------------------------------------------------
 
 
-def cache_directory() -> Path:
-    """The per-user compilation cache: ``$XDG_CACHE_HOME/jdeconv/jax`` or ``~/.cache/jdeconv/jax``."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "jdeconv" / "jax"
-
-
-def _cache_disabled(args) -> bool:
-    if not getattr(args, "process_cache", False):
-        return True  # main(argv) called from Python: leave the caller's JAX configuration alone
-    return bool(getattr(args, "no_cache", False)) or os.environ.get(
-        "JDECONV_NO_COMPILATION_CACHE", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def _setup_jax(args) -> None:
-    """float64, and the persistent compilation cache unless opted out."""
-    import jax
-
-    jax.config.update("jax_enable_x64", True)
-    if _cache_disabled(args):
-        return
-    if not jax.config.jax_compilation_cache_dir:  # JAX_COMPILATION_CACHE_DIR wins
-        directory = cache_directory()
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            return  # no cache rather than no result (a read-only home, say)
-        jax.config.update("jax_compilation_cache_dir", str(directory))
-    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_MIN_COMPILE_SECONDS)
-    if "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES" not in os.environ:
-        jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)  # no size threshold
-
-
 def _progress(args):
-    from jdeconv.experiment._runner import tqdm_progress
+    from jdeconv.experiment._feedback import tqdm_progress
 
     return tqdm_progress(quiet=args.quiet)
 
@@ -266,47 +229,29 @@ def _seconds(wall: float, compile_s: float) -> str:
 # ---------------------------------------------------------------------------
 
 
-def _check_new_file(path: Path, overwrite: bool) -> None:
-    """Before any work: the user's path can be written (named in the message, never a temp file)."""
-    from jdeconv._files import check_writable
-
-    if path.exists() and not path.is_dir() and not overwrite:
-        raise FileExistsError(f"{str(path)!r} already exists; pass --overwrite to replace it")
-    check_writable(path, overwrite=overwrite)
-
-
-def _check_new_directory(path: Path, what: str) -> None:
-    """Before any work: ``path`` does not exist and can be created."""
-    from jdeconv.experiment._artifacts import check_directory_creatable
-
-    if path.exists():
-        raise FileExistsError(f"{what} {str(path)!r} already exists; choose a new one "
-                              "(nothing is ever overwritten)")
-    check_directory_creatable(path)
-
-
 def _cmd_estimate(args) -> int:
     out = Path(args.output)
     if out.suffix.lower() != ".npy":
-        raise _UsageError(f"output {str(out)!r} must be a .npy file (PNG/CSV copies: --png, --csv)")
+        raise UsageError(f"output {str(out)!r} must be a .npy file (PNG/CSV copies: --png, --csv)")
     from jdeconv.experiment import _estimate_extras
 
     _estimate_extras.check(args)
     targets = [out] + [out.with_suffix(s) for s, on in ((".png", args.png), (".csv", args.csv)) if on]
     targets += _estimate_extras.extra_files(args, out)
     for t in targets:
-        _check_new_file(t, args.overwrite)
+        check_new_file(t, args.overwrite)
 
     if args.max_kernel_size is not None and args.kernel_size != "auto":
-        raise _UsageError("--max-kernel-size applies only with --kernel-size auto")
+        raise UsageError("--max-kernel-size applies only with --kernel-size auto")
 
-    _setup_jax(args)
+    setup_jax(args)
     import numpy as np
 
     from jdeconv.data import read_image
     from jdeconv.experiment import _metrics, _pairs
     from jdeconv.experiment._artifacts import kernel_csv_text, kernel_image, save_npy, write_png
-    from jdeconv.experiment._runner import estimate_arrays, recorded_warnings
+    from jdeconv.experiment._feedback import recorded_warnings
+    from jdeconv.experiment._runner import estimate_arrays
     from jdeconv.experiment._timing import Stopwatch
 
     rgb = args.channels == "rgb"
@@ -383,8 +328,8 @@ def _cmd_run(args) -> int:
         overrides.append("outputs.warm_timing=true")
     cfg = load_config(args.config, overrides)
     if args.out is not None:
-        _check_new_directory(Path(args.out), "run directory")
-    _setup_jax(args)
+        check_new_directory(Path(args.out), "run directory")
+    setup_jax(args)
     from jdeconv.experiment._runner import run_experiment
 
     path = run_experiment(cfg, args.out, progress=_progress(args))
@@ -451,17 +396,17 @@ def _cmd_simulate(args) -> int:
     from_file = _looks_like_file(args.image)
     if not from_file:
         if ishape[0] * ishape[1] * (3 if args.rgb else 1) > _limits.MAX_IMAGE_PIXELS:
-            raise _UsageError(f"image size {ishape[0]}x{ishape[1]} is too large: at most "
+            raise UsageError(f"image size {ishape[0]}x{ishape[1]} is too large: at most "
                               f"{_limits.MAX_IMAGE_PIXELS} pixels")
         if kshape[0] > ishape[0] or kshape[1] > ishape[1]:
-            raise _UsageError(f"the {kshape[0]}x{kshape[1]} kernel is larger than the "
+            raise UsageError(f"the {kshape[0]}x{kshape[1]} kernel is larger than the "
                               f"{ishape[0]}x{ishape[1]} image; use a smaller --kernel-size or a "
                               "larger --image-size")
     final = Path(args.out)
-    _check_new_directory(final, "output directory")
+    check_new_directory(final, "output directory")
     params = _params(args.param)
 
-    _setup_jax(args)
+    setup_jax(args)
     import datetime as _dt
 
     import numpy as np
