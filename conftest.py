@@ -70,3 +70,12 @@ def _bounded_jax_caches():
         jax.clear_caches()
         gc.collect()
         _trim()
+
+
+@pytest.fixture
+def released_memory():
+    """Before a test that starts a large subprocess: drop this worker's compiled programs
+    and hand its freed memory back, so that the two together stay within the suite's bound."""
+    jax.clear_caches()
+    gc.collect()
+    _trim()

@@ -250,7 +250,7 @@ MEMORY_CHILD = textwrap.dedent("""
 """)
 
 
-def test_129x129_kernel_on_1024_pair_stays_under_2gb():
+def test_129x129_kernel_on_1024_pair_stays_under_2gb(released_memory):
     proc = subprocess.run([sys.executable, "-c", MEMORY_CHILD], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

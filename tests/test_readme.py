@@ -86,7 +86,7 @@ PYTHON_BLOCKS = blocks("python")
 
 @pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)),
                          ids=[f"block{i + 1}" for i in range(len(PYTHON_BLOCKS))])
-def test_python_block_runs_as_written(tmp_path, cache, index):
+def test_python_block_runs_as_written(tmp_path, cache, index, released_memory):
     path = tmp_path / f"README.md python block {index + 1}"
     path.write_text(PYTHON_BLOCKS[index], encoding="utf-8")
     out = subprocess.run([sys.executable, "-c", _RUNNER, str(path)], cwd=tmp_path,
@@ -94,7 +94,7 @@ def test_python_block_runs_as_written(tmp_path, cache, index):
     assert out.returncode == 0, f"README python block {index + 1} failed:\n{out.stderr[-4000:]}"
 
 
-def test_bash_commands_run(tmp_path, cache):
+def test_bash_commands_run(tmp_path, cache, released_memory):
     work = tmp_path / "work"
     work.mkdir()
     if (ROOT / "configs").is_dir():
