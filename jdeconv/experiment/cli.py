@@ -210,7 +210,7 @@ def _params(items: list[str] | None) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------
-# JAX set-up: float64 and the persistent compilation cache.
+# Progress and timing lines (JAX set-up: jdeconv.experiment._process).
 # ---------------------------------------------------------------------------
 
 
