@@ -56,6 +56,12 @@ def _trim() -> None:
         _malloc_trim(0)
 
 
+def _drop_compiled_programs() -> None:
+    jax.clear_caches()
+    gc.collect()
+    _trim()
+
+
 @pytest.fixture(autouse=True)
 def _freed_memory_returned():
     yield
@@ -67,15 +73,11 @@ def _bounded_jax_caches():
     yield
     maps, rss = _process_load()
     if maps > _MAX_MAPS or rss > _MAX_RSS_KB:
-        jax.clear_caches()
-        gc.collect()
-        _trim()
+        _drop_compiled_programs()
 
 
 @pytest.fixture
 def released_memory():
     """Before a test that starts a large subprocess: drop this worker's compiled programs
     and hand its freed memory back, so that the two together stay within the suite's bound."""
-    jax.clear_caches()
-    gc.collect()
-    _trim()
+    _drop_compiled_programs()
