@@ -588,6 +588,14 @@ class Config(_Section):
                 raise ValueError(f"model.max_kernel_shape: has no effect in mode {model.mode!r} "
                                  "(the images' shapes fix the box there); remove it or use mode "
                                  "same")
+        if model.grid is not None and model.coupling > 0:
+            extras = [f"model.{name}" for name, on in (
+                ("gain", model.gain), ("background", model.background != "none"),
+                ("loss", model.loss != "l2")) if on]
+            if extras:
+                raise ValueError(f"model.coupling: > 0 does not combine with {', '.join(extras)} "
+                                 "(the coupled problem is a plain least-squares one); set "
+                                 "coupling: 0 (independent tiles) or drop those options")
         if model.auto and self.prior.support is not None:
             raise ValueError("prior.support: a support mask needs a fixed model.kernel_shape, "
                              "not auto")

@@ -39,6 +39,14 @@ def check(args) -> None:
     if (model is not None or grid is not None) and args.channels == "rgb":
         raise UsageError(f"{'--model' if model else '--grid'} works on one channel; use "
                           "--channels gray")
+    if grid is not None and getattr(args, "coupling", 0.0) > 0:
+        extras = [name for name, on in (("--gain", args.gain),
+                                        ("--background", args.background not in (None, "none")),
+                                        (f"--loss {args.loss}", args.loss != "l2")) if on]
+        if extras:
+            raise UsageError(f"--coupling > 0 does not combine with {', '.join(extras)} (the "
+                             "coupled problem is a plain least-squares one); use --coupling 0 "
+                             "(independent tiles) or drop those options")
     if grid is not None and (args.png or args.csv):
         raise UsageError("--png and --csv save one kernel; with --grid the .npy holds the field")
     if args.standard_errors and args.solver not in ("auto", "exact"):

@@ -74,7 +74,8 @@ def test_estimate_grid_mask_gain_background(pair, tmp_path, capsys):
     code = main(["estimate", str(pair / "original.png"), str(tmp_path / "b.npy"), "-k", "7",
                  "--grid", "3x3", "--coupling", "0.1", "--gain", "-o", str(tmp_path / "c.npy")])
     err_text = capsys.readouterr().err
-    assert code == 2 and "coupling=0" in err_text and err_text.count("jdeconv: error") == 1
+    assert code == 2 and "--coupling 0" in err_text and err_text.count("jdeconv: error") == 1
+    assert not (tmp_path / "c.npy").exists()
 
 
 def test_run_field(pair, tmp_path):
@@ -112,6 +113,9 @@ def test_run_field(pair, tmp_path):
     (["--grid", "2x2", "--coupling", "-1"], "--coupling must be a finite weight >= 0"),
     (["--grid", "2x2", "--overlap", "1"], "--overlap must be in [0, 1)"),
     (["--field-degree", "1"], "--field-degree needs --grid"),
+    # checked before any file is read or any estimate runs
+    (["--grid", "2x2", "--coupling", "0.1", "--background", "plane", "--loss", "huber"],
+     "--coupling > 0 does not combine with --background, --loss huber"),
 ])
 def test_estimate_bad_grid(argv, message, tmp_path, capsys):
     code = main(["estimate", "a.png", "b.png", "-k", "7", "-o", str(tmp_path / "k.npy"), *argv])
@@ -122,10 +126,13 @@ def test_estimate_bad_grid(argv, message, tmp_path, capsys):
 @pytest.mark.parametrize("override, message", [
     ("model.grid=[0, 3]", "model.grid"), ("model.grid=4", "give GYxGX"),
     ("model.coupling=-0.5", "model.coupling"),
+    ("model.grid=[2, 2];model.coupling=0.1;model.gain=true",
+     "model.coupling: > 0 does not combine with model.gain"),
 ])
 def test_config_bad_grid(override, message, tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("name: x\n")
-    assert main(["run", str(cfg), "--set", override, "--out", str(tmp_path / "r")]) == 2
+    sets = [arg for o in override.split(";") for arg in ("--set", o)]
+    assert main(["run", str(cfg), *sets, "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
