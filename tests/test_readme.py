@@ -1,7 +1,9 @@
 """Every code block of README.md runs as written.
 
 Each ``python`` block is exec'd as written, in a fresh namespace of a fresh interpreter
-(a subprocess with a timeout). ``bash``
+(a subprocess with a timeout); it must emit no warning, and when a ``text`` block follows it
+(only a short "prints ..." line between), its output must match that block (doctest
+rules: ``...`` matches anything, whitespace runs compare equal). ``bash``
 blocks: the ``jdeconv ...`` and ``python -m jdeconv ...`` lines run in order in one
 temporary directory holding a copy of ``configs/`` (so the README's relative paths
 resolve); installation lines (``pip install``) and the test command (``python -m pytest``)
@@ -12,6 +14,7 @@ for this module only), as a user's processes share theirs: the command-line exam
 on the Python example's sizes, so it loads that program instead of compiling it again.
 """
 
+import doctest
 import os
 import re
 import shlex
@@ -81,17 +84,47 @@ with open(path, encoding="utf-8") as f:
 exec(compile(code, path, "exec"), {"__name__": "__main__"})
 """
 
-PYTHON_BLOCKS = blocks("python")
+def python_blocks():
+    """``(code, expected output or None)`` of the README's python blocks, in order."""
+    text = README.read_text(encoding="utf-8")
+    found = list(_FENCE.finditer(text))
+    out = []
+    for i, m in enumerate(found):
+        if m.group(1).lower() != "python":
+            continue
+        expected = None
+        if i + 1 < len(found) and found[i + 1].group(1).lower() == "text":
+            between = text[m.end():found[i + 1].start()].strip()
+            if between.startswith("prints") and "\n\n" not in between:
+                expected = found[i + 1].group(2)
+        out.append((m.group(2), expected))
+    return out
+
+
+def output_matches(expected: str, got: str) -> bool:
+    """doctest's comparison: ``...`` matches anything, runs of whitespace compare equal."""
+    flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+    return doctest.OutputChecker().check_output(expected, got, flags)
+
+
+PYTHON_BLOCKS = python_blocks()
+_WARNING = re.compile(r"^\S.*\b\w*Warning: ", re.M)
 
 
 @pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)),
                          ids=[f"block{i + 1}" for i in range(len(PYTHON_BLOCKS))])
 def test_python_block_runs_as_written(tmp_path, cache, index, released_memory):
     path = tmp_path / f"README.md python block {index + 1}"
-    path.write_text(PYTHON_BLOCKS[index], encoding="utf-8")
+    code, expected = PYTHON_BLOCKS[index]
+    path.write_text(code, encoding="utf-8")
     out = subprocess.run([sys.executable, "-c", _RUNNER, str(path)], cwd=tmp_path,
                          env=_env(tmp_path, cache), capture_output=True, text=True, timeout=TIMEOUT_S)
     assert out.returncode == 0, f"README python block {index + 1} failed:\n{out.stderr[-4000:]}"
+    assert not _WARNING.search(out.stderr), \
+        f"README python block {index + 1} warned:\n{out.stderr[-4000:]}"
+    if expected is not None:
+        assert output_matches(expected, out.stdout), \
+            f"README python block {index + 1} printed\n{out.stdout}\ninstead of\n{expected}"
 
 
 def test_bash_commands_run(tmp_path, cache, released_memory):
@@ -105,6 +138,18 @@ def test_bash_commands_run(tmp_path, cache, released_memory):
                              timeout=TIMEOUT_S)
         shown = " ".join(["jdeconv"] + cmd[3:])
         assert out.returncode == 0, f"`{shown}` exited with {out.returncode}:\n{out.stderr[-3000:]}"
+
+
+def test_expected_output_blocks(tmp_path, monkeypatch):
+    readme = tmp_path / "README.md"
+    readme.write_text("```python\nprint(1)\n```\n\nprints\n\n```text\n1\n```\n"
+                      "```python\nprint(2)\n```\nSome prose.\n\nMore.\n```text\nx\n```\n")
+    monkeypatch.setattr(sys.modules[__name__], "README", readme)
+    assert python_blocks() == [("print(1)\n", "1\n"), ("print(2)\n", None)]
+    assert output_matches("a=... b=2\n", "a=0.125  b=2\n")
+    assert not output_matches("a=... b=2\n", "a=0.125 b=3\n")
+    assert all(expected is not None for _, expected in PYTHON_BLOCKS), \
+        "every README python block shows what it prints"
 
 
 @pytest.mark.parametrize("text, expected", [
