@@ -29,7 +29,13 @@ Per tile the script reports:
   variation inside the tile alone);
 * ``poly``: the error of the polynomial field (:func:`jdeconv.estimate_psf_polynomial`,
   degree ``--degree``) at the tile centre (the target: its median below the tiles'
-  median error).
+  median error); ``poly / oracle`` is in the summary.
+
+Besides the tiles it reports the residual ``||model - y||`` of one kernel fitted to the
+whole pair, of the tiles and of the polynomial (and, against the noiseless blurred
+image, the part a model can explain; the target: one kernel's at least 2x the field's),
+and, on the same original blurred uniformly by the median tile's Gaussian, the field's
+residual over one kernel's (the target: at most 1.05) and their kernel errors.
 
 It prints a table and writes everything, with timings and the machine's load, as JSON
 to ``--out``.
