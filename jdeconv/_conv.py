@@ -25,6 +25,8 @@ smaller operand is large.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -130,7 +132,28 @@ def conv2d(x, h, mode: str = "valid", *, method: str = "auto") -> jax.Array:
     h = _validation.as_float_array("h (kernel)", h)
     x, h = _validation.common_float(x, h)
     _validation.check_kernel_fits(x.shape, h.shape, mode)
+    return _conv2d_program(x, h, mode=mode, method=method)
+
+
+# The computations behind the validated public functions, one compiled program per
+# (shapes, dtype, mode, method): called eagerly, the padding, FFTs and crops would otherwise
+# compile one small program each, on every new shape.
+@functools.partial(jax.jit, static_argnames=("mode", "method"))
+def _conv2d_program(x, h, *, mode, method):
     return valid_conv(_geometry.pad(x, h.shape, mode), h, method)
+
+
+@functools.partial(jax.jit, static_argnames=("kernel_shape", "mode", "method"))
+def _adjoint_kernel_program(x, r, *, kernel_shape, mode, method):
+    return valid_corr(_geometry.pad(x, kernel_shape, mode), r, method)[::-1, ::-1]
+
+
+@functools.partial(jax.jit, static_argnames=("image_shape", "mode", "method"))
+def _adjoint_image_program(h, r, *, image_shape, mode, method):
+    (k, l) = h.shape
+    rp = jnp.pad(r, ((k - 1, k - 1), (l - 1, l - 1)))
+    z = valid_conv(rp, h[::-1, ::-1], method)
+    return _geometry.pad_transpose(z, image_shape, h.shape, mode)
 
 
 def conv2d_adjoint_kernel(x, r, kernel_shape, mode: str = "valid", *,
@@ -172,8 +195,7 @@ def conv2d_adjoint_kernel(x, r, kernel_shape, mode: str = "valid", *,
             f"r has shape {tuple(r.shape)} but conv2d of an image {tuple(x.shape)} with a "
             f"kernel {kshape} in mode {mode!r} has shape {expected}; pass a residual of "
             "that shape.")
-    c = valid_corr(_geometry.pad(x, kshape, mode), r, method)
-    return c[::-1, ::-1]
+    return _adjoint_kernel_program(x, r, kernel_shape=kshape, mode=mode, method=method)
 
 
 def conv2d_adjoint_image(h, r, image_shape, mode: str = "valid", *,
@@ -212,7 +234,4 @@ def conv2d_adjoint_image(h, r, image_shape, mode: str = "valid", *,
             f"r has shape {tuple(r.shape)} but conv2d of an image {ishape} with a kernel "
             f"{tuple(h.shape)} in mode {mode!r} has shape {expected}; pass a residual of "
             "that shape.")
-    (k, l) = h.shape
-    rp = jnp.pad(r, ((k - 1, k - 1), (l - 1, l - 1)))
-    z = valid_conv(rp, h[::-1, ::-1], method)
-    return _geometry.pad_transpose(z, ishape, h.shape, mode)
+    return _adjoint_image_program(h, r, image_shape=ishape, mode=mode, method=method)
