@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import warnings
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -68,7 +69,12 @@ def border_mass(kernel) -> jnp.ndarray:
       >>> float(border_mass(jnp.pad(jnp.ones((3, 3)), 1)))
       0.0
     """
-    a = jnp.abs(jnp.asarray(kernel))
+    return _border_mass(jnp.asarray(kernel))
+
+
+@jax.jit
+def _border_mass(kernel):  # one program per shape (eager calls compiled every op)
+    a = jnp.abs(kernel)
     inner = a[..., 1:-1, 1:-1].sum(axis=(-2, -1))
     total = a.sum(axis=(-2, -1))
     return jnp.where(total > 0, 1 - inner / jnp.where(total > 0, total, 1), 0.0)
@@ -85,7 +91,12 @@ def centroid_offset(kernel) -> jnp.ndarray:
       >>> centroid_offset(h).tolist()
       [-1.0, 1.0]
     """
-    h = jnp.abs(jnp.asarray(kernel))
+    return _centroid_offset(jnp.asarray(kernel))
+
+
+@jax.jit
+def _centroid_offset(kernel):
+    h = jnp.abs(kernel)
     k, l = h.shape[-2:]
     total = h.sum(axis=(-2, -1))
     lead = (1,) * (h.ndim - 2)  # broadcast over a batch explicitly (rank promotion is strict)

@@ -15,6 +15,7 @@ therefore means the same on any image size, brightness or kernel size.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -82,6 +83,14 @@ def traced_quadratic(kernel_shape, w_tik, w_smooth, dtype) -> jax.Array:
     literal: a (kl)² constant (7 MB at 31 x 31) would be embedded in the program
     text and cost compile time and memory.
     """
+    dtype = jnp.dtype(dtype)
+    return _traced_quadratic(jnp.asarray(w_tik, dtype), jnp.asarray(w_smooth, dtype),
+                             kernel_shape=tuple(int(v) for v in kernel_shape))
+
+
+@functools.partial(jax.jit, static_argnames="kernel_shape")
+def _traced_quadratic(w_tik, w_smooth, *, kernel_shape):  # one program, not one per op
+    dtype = w_tik.dtype
     k, l = kernel_shape
     n = k * l
     i = jnp.arange(n, dtype=jnp.int32) // l
@@ -89,8 +98,6 @@ def traced_quadratic(kernel_shape, w_tik, w_smooth, dtype) -> jax.Array:
     dist = jnp.abs(i[:, None] - i[None, :]) + jnp.abs(j[:, None] - j[None, :])
     degree = ((i > 0).astype(dtype) + (i < k - 1) + (j > 0) + (j < l - 1))
     same = dist == 0
-    w_tik = jnp.asarray(w_tik, dtype)
-    w_smooth = jnp.asarray(w_smooth, dtype)
     return jnp.where(same, w_tik + w_smooth * degree[:, None],
                      jnp.where(dist == 1, -w_smooth, jnp.zeros((), dtype)))
 
