@@ -139,6 +139,20 @@ def test_airy_matches_scipy_bessel():
     np.testing.assert_allclose(far, ref / ref.sum(), rtol=1e-8, atol=1e-14)
 
 
+@pytest.mark.parametrize("dtype, atol", [(np.float64, 1e-11), (np.float32, 1e-5)])
+def test_jinc_is_finite_and_accurate_in_both_precisions(dtype, atol):
+    # both series and the switch between them, z from 0 to 60 (float32 once overflowed: NaN)
+    from jdeconv._psf_models import _jinc_of_r2
+
+    z = np.linspace(0.0, 60.0, 6001)
+    got = np.asarray(_jinc_of_r2(jnp.asarray(z * z, dtype), jnp.asarray(1.0, dtype)))
+    ref = np.where(z > 0, 2 * scipy.special.j1(z) / np.where(z > 0, z, 1), 1.0)
+    assert got.dtype == dtype and np.isfinite(got).all()
+    np.testing.assert_allclose(got, ref, rtol=0, atol=atol)
+    h = airy_psf({"radius": jnp.asarray(2.5, dtype), "dx": 0.4, "dy": 0.0}, (11, 11))
+    assert np.isfinite(np.asarray(h)).all()
+
+
 def test_zernike_without_aberrations_is_airy():
     airy = airy_psf({"radius": 3.0, "dx": 0.3, "dy": -0.2}, (11, 11))
     flat = zernike_psf({"coeffs": jnp.zeros(6), "radius": 3.0, "dx": 0.3, "dy": -0.2},
