@@ -47,7 +47,7 @@ class KernelBoxWarning(FitWarning):
     """
 
 
-class _BoxMessage(str):
+class BoxMessage(str):
     """The text of a :class:`KernelBoxWarning` (a plain ``str`` is emitted as a FitWarning)."""
 
     __slots__ = ()
@@ -149,7 +149,7 @@ def estimate_messages(est, *, given_shape: bool = True) -> list[str]:
         outside = float(np.asarray(est.stats.get("mass_outside_box", 0.0)))
         generous = tuple(int(v) for v in np.asarray(est.stats.get("generous_shape", (k, l))))
         if outside > BORDER_MASS_WARN or (k, l) == generous:
-            out.append(_BoxMessage(
+            out.append(BoxMessage(
                 f"the kernel fills the whole generous box {generous[0]}x{generous[1]} "
                 f"({100 * outside:.1f} % of its mass outside the chosen box): give a larger "
                 f"max_kernel_shape, e.g. ({2 * generous[0] + 1}, {2 * generous[1] + 1})."))
@@ -157,7 +157,7 @@ def estimate_messages(est, *, given_shape: bool = True) -> list[str]:
         frac = float(np.asarray(border_mass(est.kernel)))
         if frac > BORDER_MASS_WARN:
             pad = max(2, int(round(0.25 * max(k, l))))
-            out.append(_BoxMessage(
+            out.append(BoxMessage(
                 f"{100 * frac:.1f} % of the kernel's mass lies on the border of its {k}x{l} box: "
                 f"the box probably cuts the kernel; try kernel_shape=({k + 2 * pad}, "
                 f"{l + 2 * pad})" + (" or kernel_shape='auto'." if given_shape else ".")))
@@ -182,7 +182,7 @@ def batch_messages(est) -> list[str]:
         frac = np.asarray(border_mass(est.kernel))
         cut = ok & (frac > BORDER_MASS_WARN)
         if cut.any():
-            out.append(_BoxMessage(f"{cut.sum()} of {cut.size} kernels have more than "
+            out.append(BoxMessage(f"{cut.sum()} of {cut.size} kernels have more than "
                                    f"{100 * BORDER_MASS_WARN:g} % of their mass on the border "
                                    f"of the {k}x{l} box: try a larger kernel_shape."))
     return out

@@ -512,10 +512,11 @@ def _tile_messages(est, flat, grid, starved=None) -> list[str]:
         cut = ok & (np.asarray(_diagnostics.border_mass(est.kernel))
                     > _diagnostics.BORDER_MASS_WARN)
         if cut.any():
-            out.append(f"in {int(cut.sum())} of {T} tiles more than "
-                       f"{100 * _diagnostics.BORDER_MASS_WARN:g} % of the kernel's mass lies on "
-                       f"the border of its {k}x{l} box (tiles {_tile_names(cut, grid[1])}): the "
-                       "box probably cuts the kernel; try a larger kernel_shape.")
+            out.append(_diagnostics.BoxMessage(  # a KernelBoxWarning, like a single kernel's
+                f"in {int(cut.sum())} of {T} tiles more than "
+                f"{100 * _diagnostics.BORDER_MASS_WARN:g} % of the kernel's mass lies on "
+                f"the border of its {k}x{l} box (tiles {_tile_names(cut, grid[1])}): the "
+                "box probably cuts the kernel; try a larger kernel_shape."))
     return out
 
 

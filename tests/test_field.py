@@ -10,7 +10,7 @@ import pytest
 import scipy.ndimage as ndi
 
 import jdeconv
-from jdeconv._diagnostics import FitWarning
+from jdeconv._diagnostics import FitWarning, KernelBoxWarning
 from jdeconv._field import TILE_RESULTS, PSFField, estimate_psf_field, tile_layout
 from jdeconv._field_conv import conv2d_field, tile_centres
 
@@ -64,7 +64,8 @@ def test_varying_blur_tiles_and_residual(varying_pair):
     x, y = varying_pair
     # noiseless pair: the tiles' residual (the blur varies inside a tile) is far above the
     # estimated noise level and σ = 2 reaches the 9x9 box's border: both are reported
-    with pytest.warns(FitWarning, match="fit statistic"), pytest.warns(FitWarning, match="mass lies on the border"):
+    with pytest.warns(FitWarning, match="fit statistic"), \
+            pytest.warns(KernelBoxWarning, match="mass lies on the border"):
         field = estimate_psf_field(x, y, K, grid=GRID, overlap=OVERLAP)
     assert isinstance(field, PSFField) and field.kernels.shape == GRID + (K, K)
     assert bool(field.converged) and (np.asarray(field.tile_result) == 0).all()
@@ -144,9 +145,11 @@ def test_masked_corrupted_tiles_recover_kernels_gain_and_background(varying_pair
     yg = 0.9 * y + 0.02
     corrupted, bad = _corrupt(yg)
     kw = dict(grid=GRID, overlap=OVERLAP, gain=True, background="constant")
-    with pytest.warns(FitWarning, match="fit statistic"), pytest.warns(FitWarning, match="mass lies on the border"):
+    with pytest.warns(FitWarning, match="fit statistic"), \
+            pytest.warns(KernelBoxWarning, match="mass lies on the border"):
         clean = estimate_psf_field(x, yg, K, mask=np.ones(y.shape, bool), **kw)
-    with pytest.warns(FitWarning, match="fit statistic"), pytest.warns(FitWarning, match="mass lies on the border"):
+    with pytest.warns(FitWarning, match="fit statistic"), \
+            pytest.warns(KernelBoxWarning, match="mass lies on the border"):
         masked = estimate_psf_field(x, corrupted, K, mask=~bad, **kw)
     with pytest.warns(FitWarning):
         ignored = estimate_psf_field(x, corrupted, K, mask=np.ones(y.shape, bool), **kw)
