@@ -672,7 +672,7 @@ def estimate_psf_field(x, y, kernel_shape, *, grid=(3, 3), overlap: float = 0.1,
     coupling_max_iters = _validation.check_int(coupling_max_iters, "coupling_max_iters",
                                                minimum=1, maximum=_validation.MAX_ITERS)
     gain, bg_degree, loss = _photometric(gain, background, loss)
-    if coupling > 0 and (gain or bg_degree is not None or loss != "l2"):
+    if coupling > 0 and _names.coupling_conflicts(gain, bg_degree, loss):
         raise ValueError("coupling > 0 is not available with gain=True, a background or "
                          "loss='huber' (the coupled problem is a plain least-squares one); use "
                          "coupling=0 (independent tiles), or drop those options.")

@@ -83,3 +83,19 @@ TargetKind = Literal["binary", "noise"]
 """Random calibration targets (see :func:`jdeconv.make_target`)."""
 
 TARGET_KINDS: tuple[str, ...] = typing.get_args(TargetKind)
+
+
+def coupling_conflicts(gain, background, loss) -> list[str]:
+    """The options a coupled PSF field (``coupling > 0``) cannot take, by their API names.
+
+    The coupled solve is a plain least-squares problem: no ``gain``, no
+    ``background`` and ``loss="l2"`` only. Each layer (API, config, command line)
+    names the conflicts in its own spelling.
+
+    Example:
+      >>> coupling_conflicts(True, "none", "huber")
+      ['gain', 'loss']
+    """
+    return [name for name, on in (("gain", bool(gain)),
+                                  ("background", background not in (None, "none")),
+                                  ("loss", loss != "l2")) if on]

@@ -324,7 +324,7 @@ def _moffat(p, ks):
     return _normalise(jnp.power(1.0 + (x * x + y * y) / p["alpha"] ** 2, -p["beta"]))
 
 
-# Power series of 2 J1(z)/z in q = (z/2)² (used for z <= 16): Σ (−q)^m / (m! (m+1)!).
+# Power series of 2 J1(z)/z in q = (z/2)²: Σ (−q)^m / (m! (m+1)!).
 # 2 J1(z) / z: the power series below the switch, Hankel's asymptotic series above it. In
 # float64 the series runs to z = 16 (55 terms; its largest terms, ~1e5, leave ~1e-12) and
 # Hankel's takes 29 terms beyond. In float32 the switch is z = 8: the series' cancellation

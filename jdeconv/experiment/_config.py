@@ -67,7 +67,7 @@ import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
                       field_validator, model_validator)
 
-from jdeconv import _limits
+from jdeconv import _limits, _names
 from jdeconv._names import (BACKGROUNDS, Loss, Mode, NanPolicy, Orientation, Prior, Solver)
 
 __all__ = [
@@ -589,9 +589,8 @@ class Config(_Section):
                                  "(the images' shapes fix the box there); remove it or use mode "
                                  "same")
         if model.grid is not None and model.coupling > 0:
-            extras = [f"model.{name}" for name, on in (
-                ("gain", model.gain), ("background", model.background != "none"),
-                ("loss", model.loss != "l2")) if on]
+            extras = [f"model.{name}" for name in
+                      _names.coupling_conflicts(model.gain, model.background, model.loss)]
             if extras:
                 raise ValueError(f"model.coupling: > 0 does not combine with {', '.join(extras)} "
                                  "(the coupled problem is a plain least-squares one); set "

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jdeconv import _names
+
 __all__ = ["after_estimate", "check", "extra_files"]
 
 
@@ -38,11 +40,11 @@ def check(args) -> None:
         raise UsageError("--field-degree needs --grid GYxGX (the points it is evaluated at)")
     if (model is not None or grid is not None) and args.channels == "rgb":
         raise UsageError(f"{'--model' if model else '--grid'} works on one channel; use "
-                          "--channels gray")
+                         "--channels gray")
     if grid is not None and getattr(args, "coupling", 0.0) > 0:
-        extras = [name for name, on in (("--gain", args.gain),
-                                        ("--background", args.background not in (None, "none")),
-                                        (f"--loss {args.loss}", args.loss != "l2")) if on]
+        flags = {"gain": "--gain", "background": "--background", "loss": f"--loss {args.loss}"}
+        extras = [flags[name] for name in
+                  _names.coupling_conflicts(args.gain, args.background, args.loss)]
         if extras:
             raise UsageError(f"--coupling > 0 does not combine with {', '.join(extras)} (the "
                              "coupled problem is a plain least-squares one); use --coupling 0 "

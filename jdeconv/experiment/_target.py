@@ -40,7 +40,7 @@ def _cmd_target(args) -> int:
     kshape = args.kernel_size
     if kshape is not None and (kshape[0] > size[0] or kshape[1] > size[1]):
         raise UsageError(f"the {kshape[0]}x{kshape[1]} kernel is larger than the "
-                              f"{size[0]}x{size[1]} target")
+                         f"{size[0]}x{size[1]} target")
     check_new_file(out, args.overwrite)
     setup_jax(args)
     from jdeconv import make_target
