@@ -53,7 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jdeconv import _conv, _geometry, _gram, _names, _noise_level, _priors, _problem, _regularizers
+from jdeconv import _conv, _geometry, _gram, _names, _noise_level, _problem, _regularizers
 from jdeconv import _progress, _validation
 from jdeconv._solvers import exact
 
@@ -426,7 +426,6 @@ def choose_regularization(x, y, kernel_shape, *, mode: str = "valid", prior: str
     cand = _check_candidates(candidates, problem.dtype)
     max_iters = _validation.check_int(max_iters, "max_iters", minimum=1,
                                       maximum=_validation.MAX_ITERS, example=100)
-    kshape = problem.kernel_shape
     tol = exact.default_tol(problem.dtype, problem.n_taps) if tol is None else \
         _validation.check_tol(tol)
     return _choose(problem, cand, terms, method, prior, max_iters, tol)

@@ -4,7 +4,6 @@ Problems are small (64x64 originals, 7x7 kernels) and share shapes so that each
 (loss, solver) compiles once; seeds go through one vmapped compile.
 """
 
-import functools
 import json
 import subprocess
 import sys

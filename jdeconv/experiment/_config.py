@@ -323,6 +323,18 @@ class NoiseConfig(_Section):
         None, gt=0.0, description="photons per unit intensity for shot noise (null: none)")
 
 
+def _field_grid(value: Any) -> Any:
+    if value is None:
+        return None
+    from jdeconv.experiment._field_args import parse_grid
+
+    if isinstance(value, (list, tuple)):
+        value = "x".join(str(v) for v in value) if value else "[]"
+    elif isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValueError(f"expected [gy, gx] or 'GYxGX', got {value!r}")
+    return parse_grid(value)
+
+
 class SyntheticData(_Section):
     """A synthetic pair: ``y = quantize(noise(conv2d(x, h, mode)))`` with ``x`` and ``h`` made by name."""
 
@@ -352,6 +364,27 @@ class SyntheticData(_Section):
     saturation_level: float | None = Field(
         None, gt=0.0, description="sensor full well: original and blurred images are clipped at "
         "this level (null: no clipping); estimate with model.saturation at or just below it")
+    field_sigma: tuple[Annotated[float, Field(gt=0.0)], Annotated[float, Field(gt=0.0)]] | None = Field(
+        None, description="[centre, corner]: a spatially varying blur instead of one kernel: "
+        "Gaussian kernels on a field_grid of nodes whose sigma grows linearly with the distance "
+        "from the centre, from the first value there to the second in the corners, interpolated "
+        "bilinearly between the nodes (jdeconv.conv2d_field); the truth is the centre kernel, "
+        "and with model.grid metrics.json field.kernel_error compares each tile with the true "
+        "field at its centre (null: uniform blur)")
+    field_grid: Annotated[tuple[int, int], BeforeValidator(_field_grid)] = Field(
+        (5, 5), description="[gy, gx] nodes of the field_sigma blur")
+
+    @model_validator(mode="after")
+    def _field_blur(self):
+        if self.field_sigma is None:
+            return self
+        fixed = [name for name, value, default in (
+            ("kernel", self.kernel, "gaussian"), ("kernel_params", self.kernel_params, None),
+            ("kernel_offset", tuple(self.kernel_offset), (0, 0))) if value != default]
+        if fixed:
+            raise ValueError(f"field_sigma makes its own Gaussian kernels; remove {', '.join(fixed)}"
+                             " or field_sigma")
+        return self
 
 
 class FilesData(_Section):
@@ -413,16 +446,6 @@ def _psf_model(value: Any) -> Any:
     return check_model(value)
 
 
-def _field_grid(value: Any) -> Any:
-    if value is None:
-        return None
-    from jdeconv.experiment._field_args import parse_grid
-
-    if isinstance(value, (list, tuple)):
-        value = "x".join(str(v) for v in value) if value else "[]"
-    elif isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise ValueError(f"expected [gy, gx] or 'GYxGX', got {value!r}")
-    return parse_grid(value)
 
 
 class ModelConfig(_Section):

@@ -93,7 +93,9 @@ def after_estimate(args, xs, ys, est, kernel, out: Path):
                          f"{record['fit_statistic'] if record['fit_statistic'] is None else format(record['fit_statistic'], '.3g')})"
                          if nonparametric is not None else "nonparametric fit_statistic=n/a")
         elif args.grid is not None:
+            flip = args.orientation == "correlation"  # the field works in convolutions
             single = np.asarray(est.kernel, np.float64)
+            single = single[::-1, ::-1] if flip else single
             options = _field_run.cli_options(args, y.shape)  # --mask, --gain, ... per tile
             field, kernels = _field_run.estimate_field(
                 x, y, kshape, grid=args.grid, overlap=args.overlap, coupling=args.coupling,
@@ -104,7 +106,7 @@ def after_estimate(args, xs, ys, est, kernel, out: Path):
                 x, y, field, kernels, single, grid=args.grid, mode=args.mode,
                 degree=args.field_degree, single_gain=np.asarray(est.gain).ravel()[0],
                 single_background=np.asarray(est.background).reshape(-1), options=options)
-            kernel = kernels
+            kernel = np.ascontiguousarray(kernels[..., ::-1, ::-1]) if flip else kernels
             atomic_write_text(out.with_suffix(".json"), json_text(record), overwrite=args.overwrite)
             written.append(out.with_suffix(".json"))
             if "summary" in record:

@@ -7,7 +7,8 @@ with :func:`jdeconv.estimate_psf_field` (``model.overlap``, ``model.coupling``)
 grid — besides the single kernel, and writes:
 
 ========================== ====================================================
-``kernels.npy``            the field's kernels at the tile centres, (gy, gx, k, l)
+``kernels.npy``            the field's kernels at the tile centres, (gy, gx, k, l), in
+                           ``model.orientation``
 ``plot_field_kernels.png`` the grid of tile kernels
 ``plot_field_maps.png``    heat maps of FWHM (mean), ellipticity and centroid
                            shift across the field
@@ -18,18 +19,20 @@ grid — besides the single kernel, and writes:
 and ``metrics.json`` gets ``field``: grid, centres, the residual norms with and
 without the field model and their ratio (``residual_ratio`` = single / field,
 above 1 when the field explains more), and per-tile FWHM, ellipticity and
-centroid shift.
+centroid shift. When the true field is known (``data.synthetic.field_sigma``),
+also each tile's kernel error against the true kernel at its centre, and the
+single kernel's error against the same kernels.
 
-``jdeconv simulate --field-sigma 1.0:2.5 [--field-grid 5x5]`` makes a
-varying-blur pair: a Gaussian kernel at each node of the grid whose σ grows
-linearly with the distance from the centre, from the first value there to the
-second in the corners, applied by :func:`jdeconv.conv2d_field`.
+``jdeconv simulate --field-sigma 1.0:2.5 [--field-grid 5x5]`` (and
+``data.synthetic.field_sigma`` in a config) makes a varying-blur pair: a
+Gaussian kernel at each node of the grid whose σ grows linearly with the
+distance from the centre, from the first value there to the second in the
+corners (:func:`jdeconv.experiment._pairs.gaussian_field`), applied by
+:func:`jdeconv.conv2d_field`.
 
 Example:
     >>> parse_grid("4x3")
     (4, 3)
-    >>> [round(float(v), 3) for v in field_sigmas((3, 3), 1.0, 2.0)[0]]   # corner, edge, corner
-    [2.0, 1.707, 2.0]
 """
 
 from __future__ import annotations
@@ -40,32 +43,11 @@ from typing import Any
 import numpy as np
 
 __all__ = ["PIXEL_OPTIONS", "add_estimate_options", "add_simulate_options", "cli_options",
-           "config_options", "estimate_field", "field_metrics", "field_sigmas", "parse_grid",
-           "simulate_field", "write_field_outputs"]
+           "config_options", "estimate_field", "field_metrics", "parse_grid", "true_kernels_at",
+           "write_field_outputs"]
 
 from jdeconv.experiment._field_args import (MAX_GRID_SIDE, add_estimate_options,  # noqa: F401
                                               add_simulate_options, parse_grid)
-
-
-def field_sigmas(grid, centre: float, corner: float) -> np.ndarray:
-    """(gy, gx) σ growing linearly with the normalised distance from the centre."""
-    gy, gx = grid
-    u = np.linspace(-1.0, 1.0, gy) if gy > 1 else np.zeros(1)
-    v = np.linspace(-1.0, 1.0, gx) if gx > 1 else np.zeros(1)
-    r = np.sqrt(u[:, None] ** 2 + v[None, :] ** 2) / math.sqrt(2.0)
-    return centre + (corner - centre) * r
-
-
-def simulate_field(x, kernel_shape, grid, sigmas: tuple[float, float], mode: str):
-    """``(y, kernels)``: ``conv2d_field(x, Gaussian kernels)`` on a ``grid`` of nodes."""
-    from jdeconv import conv2d_field
-    from jdeconv.data import gaussian_kernel
-
-    s = field_sigmas(grid, *sigmas)
-    kernels = np.stack([np.stack([np.asarray(gaussian_kernel(tuple(kernel_shape), float(v)))
-                                  for v in row]) for row in s])
-    y = np.asarray(conv2d_field(np.asarray(x, np.float64), kernels, mode))
-    return y, kernels, s
 
 
 #: The per-pixel and photometric options of a field estimate (those of a single estimate).
@@ -174,6 +156,54 @@ def estimate_field(x, y, kernel_shape, *, grid, overlap=0.1, coupling=0.0, degre
     return field, np.asarray(field.kernels)
 
 
+def _hat(positions, nodes) -> np.ndarray:
+    """``(g, P)`` bilinear weights of :func:`jdeconv.conv2d_field` (clamped at both ends)."""
+    if nodes.shape[0] == 1:
+        return np.ones((1, len(positions)))
+    return np.stack([np.interp(positions, nodes, e) for e in np.eye(nodes.shape[0])])
+
+
+def true_kernels_at(nodes, image_shape, rows, cols) -> np.ndarray:
+    """The kernels of a known field at points ``rows × cols``: ``(len(rows), len(cols), k, l)``.
+
+    ``nodes`` is the ``(gy, gx, k, l)`` field given to :func:`jdeconv.conv2d_field`
+    with its default centres (an equal split of ``image_shape``); between them
+    the kernels are interpolated bilinearly, as that blur does.
+
+    Example:
+        >>> nodes = np.arange(2.0)[:, None, None, None] * np.ones((2, 1, 1, 1))
+        >>> true_kernels_at(nodes, (4, 4), [0.0, 2.0], [1.0])[:, 0, 0, 0].tolist()
+        [0.0, 0.75]
+    """
+    from jdeconv._field_conv import tile_centres
+
+    nodes = np.asarray(nodes, np.float64)
+    nr, nc = tile_centres(tuple(image_shape), nodes.shape[:2])
+    wr = _hat(np.asarray(rows, np.float64), nr)
+    wc = _hat(np.asarray(cols, np.float64), nc)
+    return np.einsum("ai,bj,abkl->ijkl", wr, wc, nodes)
+
+
+def _truth_record(kernels, single_kernel, truth, centres, image_shape) -> dict[str, Any]:
+    """Each tile's kernel error against the true field at its centre, and the single kernel's."""
+    true = true_kernels_at(truth, image_shape, *centres)
+    if true.shape[2:] != np.shape(kernels)[2:]:
+        return {}
+
+    def rel(a, b):
+        n = float(np.linalg.norm(b))
+        return float(np.linalg.norm(np.asarray(a, np.float64) - b) / n) if n > 0 else None
+
+    gy, gx = true.shape[:2]
+    err = [[rel(kernels[i, j], true[i, j]) for j in range(gx)] for i in range(gy)]
+    single = [[rel(single_kernel, true[i, j]) for j in range(gx)] for i in range(gy)]
+    flat, flat_single = np.array(err, np.float64), np.array(single, np.float64)
+    return {"kernel_error": err, "kernel_error_median": float(np.nanmedian(flat)),
+            "kernel_error_max": float(np.nanmax(flat)),
+            "single_kernel_error": single,
+            "single_kernel_error_median": float(np.nanmedian(flat_single))}
+
+
 def _centres(field, grid, image_shape):
     from jdeconv._field_conv import tile_centres
 
@@ -240,14 +270,19 @@ def _used_valid(x, y, kshape, mode, opts):
 
 
 def field_metrics(x, y, field, kernels, single_kernel, *, grid, mode, degree=None,
-                  single_gain=1.0, single_background=(), options=None):
+                  single_gain=1.0, single_background=(), options=None, truth=None):
     """The ``field`` record of ``metrics.json`` and the two residual images.
 
     ``single_gain``, ``single_background`` and ``options``: as in
     :func:`field_residuals` (the residuals count the used pixels only, with
     each model's gains and backgrounds). A tiled field with ``gain`` or a
     background also records them per tile (``gain``; ``background``: the
-    constant term of each tile's polynomial).
+    constant term of each tile's polynomial). ``truth``: the true field
+    ``(gy, gx, k, l)`` of :func:`jdeconv.conv2d_field` (convolution
+    orientation), which adds ``kernel_error`` (per tile, against the true
+    kernel at the tile's centre, :func:`true_kernels_at`), its median and
+    maximum, and ``single_kernel_error`` (the single kernel against the same
+    kernels) with its median.
     """
     from jdeconv.experiment._optics import optics_metrics
 
@@ -271,6 +306,8 @@ def field_metrics(x, y, field, kernels, single_kernel, *, grid, mode, degree=Non
         "fwhm_mean": table("fwhm_mean"), "ellipticity": table("ellipticity"),
         "centroid_shift": shift, "converged": bool(np.asarray(field.converged)),
     }
+    if truth is not None:
+        rec.update(_truth_record(kernels, single_kernel, truth, rec["centres"], np.shape(x)))
     opts = options or {}
     keep = _used_valid(x, y, np.shape(single_kernel), mode, opts)
     if keep is not None:
@@ -335,33 +372,27 @@ def write_field_outputs(d, record, kernels, r_field, r_single, *, plots=True, ti
 def simulate_field_pairs(planes, kernel_shape, args):
     """``(pairs, centre kernel, info)`` for ``jdeconv simulate --field-sigma``.
 
-    Each plane is blurred by the Gaussian field (:func:`simulate_field`), then
-    Poisson and Gaussian noise and quantisation are applied as
-    :func:`jdeconv.experiment._pairs.blur` does. ``info`` holds the
-    ``simulation.json`` entries and ``kernels`` (gy, gx, k, l).
+    Each plane is blurred by the Gaussian field
+    (:func:`jdeconv.experiment._pairs.gaussian_field`), then Poisson and
+    Gaussian noise and quantisation are applied by
+    :func:`jdeconv.experiment._pairs.blur`, as for a uniform blur. ``info``
+    holds the ``simulation.json`` entries and ``kernels`` (gy, gx, k, l).
     """
-    from jdeconv.data import add_gaussian_noise, add_poisson_noise, gaussian_kernel, quantize
-    from jdeconv.experiment._pairs import seed_of
+    from jdeconv.data import gaussian_kernel, quantize
+    from jdeconv.experiment._pairs import blur, gaussian_field
 
+    kernels, sig = gaussian_field(kernel_shape, args.field_grid, args.field_sigma)
     pairs = []
-    kernels = sig = None
     for c, x in enumerate(planes):
-        seed = args.seed + 1000 * c
         x = np.asarray(x, np.float64)
         if args.bits is not None:
             x = quantize(x, args.bits)
-        y, kernels, sig = simulate_field(x, kernel_shape, args.field_grid, args.field_sigma,
-                                         args.mode)
-        if args.poisson is not None:
-            y = add_poisson_noise(np.clip(y, 0.0, None), args.poisson, seed=seed_of(seed, 1))
-        if args.noise > 0:
-            y = add_gaussian_noise(y, args.noise, seed=seed_of(seed, 2))
-        if args.bits is not None:
-            y = quantize(y, args.bits)
+        y = blur(x, kernels, args.mode, gaussian_sigma=args.noise, poisson_photons=args.poisson,
+                 bits=args.bits, seed=args.seed + 1000 * c)
         pairs.append((np.asarray(x, np.float64), np.asarray(y, np.float64)))
     centre = np.asarray(gaussian_kernel(tuple(kernel_shape), float(args.field_sigma[0])))
     info = {"kernel": "gaussian field", "kernel_params": {"sigma_centre": args.field_sigma[0],
                                                           "sigma_corner": args.field_sigma[1]},
             "field_grid": list(args.field_grid), "field_sigma": np.asarray(sig).tolist(),
-            "kernels": np.asarray(kernels)}
+            "kernels": kernels}
     return pairs, centre, info

@@ -18,6 +18,7 @@ highlights. With ``bits`` set, values are also clipped to [0, 1].
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -29,9 +30,10 @@ from jdeconv.experiment._config import default_kernel_params
 if TYPE_CHECKING:  # pragma: no cover
     from jdeconv.experiment._config import Config, FilesData, SyntheticData
 
-__all__ = ["Pairs", "add_spots", "blur", "check_pair_shapes", "load_array", "load_blurred",
-           "load_mask", "load_pair", "load_support", "load_truth", "load_weights", "make_pair",
-           "pairs_for", "place_kernel", "seed_of", "synthesize"]
+__all__ = ["Pairs", "add_spots", "blur", "check_pair_shapes", "field_sigmas", "field_truth",
+           "gaussian_field", "load_array", "load_blurred", "load_mask", "load_pair",
+           "load_support", "load_truth", "load_weights", "make_pair", "pairs_for",
+           "place_kernel", "seed_of", "synthesize"]
 
 
 def seed_of(*parts: int) -> int:
@@ -45,14 +47,55 @@ def seed_of(*parts: int) -> int:
 
 
 def _blur64(x: np.ndarray, h: np.ndarray, mode: str) -> np.ndarray:
-    """``conv2d(x, h, mode)`` computed in float64 whatever the JAX precision setting."""
+    """``conv2d(x, h, mode)`` computed in float64 whatever the JAX precision setting.
+
+    A ``(gy, gx, k, l)`` ``h`` is a field of kernels: ``conv2d_field(x, h, mode)``.
+    """
     import jax
 
     from jdeconv._conv import conv2d
+    from jdeconv._field_conv import conv2d_field
 
+    blur_with = conv2d_field if np.ndim(h) == 4 else conv2d
     with jax.enable_x64(True):
-        return np.asarray(conv2d(np.asarray(x, np.float64), np.asarray(h, np.float64), mode=mode),
-                          np.float64)
+        return np.asarray(blur_with(np.asarray(x, np.float64), np.asarray(h, np.float64),
+                                    mode=mode), np.float64)
+
+
+def field_sigmas(grid, centre: float, corner: float) -> np.ndarray:
+    """``(gy, gx)`` σ growing linearly with the normalised distance from the centre.
+
+    Example:
+        >>> [round(float(v), 3) for v in field_sigmas((3, 3), 1.0, 2.0)[0]]   # corner, edge, corner
+        [2.0, 1.707, 2.0]
+    """
+    gy, gx = grid
+    u = np.linspace(-1.0, 1.0, gy) if gy > 1 else np.zeros(1)
+    v = np.linspace(-1.0, 1.0, gx) if gx > 1 else np.zeros(1)
+    r = np.sqrt(u[:, None] ** 2 + v[None, :] ** 2) / math.sqrt(2.0)
+    return centre + (corner - centre) * r
+
+
+def gaussian_field(kernel_shape, grid, sigmas: tuple[float, float]):
+    """``(kernels, sigma)``: Gaussian kernels ``(gy, gx, k, l)`` on a grid of nodes, and their σ.
+
+    The σ grow from ``sigmas[0]`` at the centre to ``sigmas[1]`` in the corners
+    (:func:`field_sigmas`); :func:`jdeconv.conv2d_field` interpolates the
+    kernels bilinearly between the nodes.
+    """
+    from jdeconv.data import gaussian_kernel
+
+    s = field_sigmas(grid, *sigmas)
+    kernels = np.stack([np.stack([np.asarray(gaussian_kernel(tuple(kernel_shape), float(v)))
+                                  for v in row]) for row in s])
+    return np.asarray(kernels, np.float64), s
+
+
+def field_truth(synthetic: SyntheticData, kernel_shape) -> np.ndarray | None:
+    """The true field ``(gy, gx, k, l)`` of a synthetic pair (None: the blur is uniform)."""
+    if synthetic.field_sigma is None:
+        return None
+    return gaussian_field(kernel_shape, synthetic.field_grid, synthetic.field_sigma)[0]
 
 
 def sensor_level(level: float | None, bits: int | None) -> float | None:
@@ -76,6 +119,8 @@ def blur(x: np.ndarray, h: np.ndarray, mode: str, *, gaussian_sigma: float = 0.0
          gain: float = 1.0, offset: float = 0.0,
          saturation_level: float | None = None) -> np.ndarray:
     """``y = gain · conv2d(x, h, mode) + offset`` in float64, then noise, clipping, quantisation.
+
+    A ``(gy, gx, k, l)`` ``h`` blurs with :func:`jdeconv.conv2d_field` instead.
 
     Poisson noise (``poisson_photons`` per unit intensity), then Gaussian noise
     (``gaussian_sigma``), each from its own stream seeded by ``seed``; then
@@ -176,18 +221,25 @@ def make_pair(synthetic: SyntheticData, kernel_shape: tuple[int, int], mode: str
     :func:`synthesize` with the configured gain, offset, spots, saturation,
     noise (seeded by ``seed + 1000 channel``) and ``bits``.
     ``kernel_shape`` is the box the kernel is made in (``data.synthetic.kernel_shape``
-    or ``model.kernel_shape``); ``h`` has the grown box.
+    or ``model.kernel_shape``); ``h`` has the grown box. With ``field_sigma``,
+    ``y`` is blurred by the Gaussian field of :func:`field_truth` and ``h`` is
+    its kernel at the centre.
     """
     from jdeconv.data import make_image, make_kernel
 
     x = make_image(synthetic.image, tuple(synthetic.image_shape), seed=seed + channel,
                    **synthetic.image_options)
-    params = synthetic.kernel_params
-    if params is None:
-        params = default_kernel_params(synthetic.kernel, kernel_shape)
-    h = make_kernel(synthetic.kernel, tuple(kernel_shape), seed=seed, **params)
-    h = place_kernel(h, synthetic.kernel_offset)
-    x, y = synthesize(x, h, mode, gaussian_sigma=synthetic.noise.gaussian_sigma,
+    nodes = field_truth(synthetic, kernel_shape)
+    if nodes is not None:  # a varying blur; the truth is the kernel at the centre
+        h = np.asarray(make_kernel("gaussian", tuple(kernel_shape),
+                                   sigma=float(synthetic.field_sigma[0])), np.float64)
+    else:
+        params = synthetic.kernel_params
+        if params is None:
+            params = default_kernel_params(synthetic.kernel, kernel_shape)
+        h = make_kernel(synthetic.kernel, tuple(kernel_shape), seed=seed, **params)
+        h = place_kernel(h, synthetic.kernel_offset)
+    x, y = synthesize(x, h if nodes is None else nodes, mode, gaussian_sigma=synthetic.noise.gaussian_sigma,
                       poisson_photons=synthetic.noise.poisson_photons, bits=synthetic.bits,
                       seed=seed + 1000 * channel, gain=synthetic.gain, offset=synthetic.offset,
                       spots=synthetic.spots, spot_value=synthetic.spot_value,
@@ -388,6 +440,7 @@ class Pairs(NamedTuple):
     truths: np.ndarray | None  # in model.orientation
     mask: np.ndarray | None = None  # (M, N) for every pair, or (B, M, N)
     weights: np.ndarray | None = None
+    field_truth: np.ndarray | None = None  # (gy, gx, k, l), convolution orientation
 
 
 def _channels_first(a):
@@ -428,4 +481,4 @@ def pairs_for(cfg: Config, progress=None) -> Pairs:
     xs, ys, hs = (np.stack(a) for a in zip(*pairs))
     if cfg.model.orientation == "correlation":
         hs = np.ascontiguousarray(hs[..., ::-1, ::-1])
-    return Pairs(xs, ys, hs)
+    return Pairs(xs, ys, hs, field_truth=field_truth(cfg.data.synthetic, base))

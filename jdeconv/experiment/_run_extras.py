@@ -38,8 +38,12 @@ def _rel(a, b):
 
 
 def extend_run(cfg, d, xs, ys, truths, est, items, metrics: dict[str, Any], *,
-               title: str = "") -> None:
-    """Writes the extra files into run folder ``d`` and adds their numbers to ``metrics``."""
+               field_truth=None, title: str = "") -> None:
+    """Writes the extra files into run folder ``d`` and adds their numbers to ``metrics``.
+
+    ``field_truth``: the true ``(gy, gx, k, l)`` field of a synthetic pair
+    (convolution orientation), compared with the field's tiles.
+    """
     from jdeconv.experiment import _field_run, _psf_fit
     from jdeconv.experiment._optics import optics_metrics, plot_kernel_errors, plot_mtf
     from jdeconv.experiment._feedback import recorded_warnings
@@ -96,13 +100,17 @@ def extend_run(cfg, d, xs, ys, truths, est, items, metrics: dict[str, Any], *,
                 degree=model.field_degree, mode=model.mode, prior=cfg.prior.name,
                 regularization=cfg.regularization_dict(), max_iters=cfg.solver.max_iters,
                 tol=cfg.solver.tol, **options)
+            flip = model.orientation == "correlation"  # the field works in convolutions
+            single = kernels[0][::-1, ::-1] if flip else kernels[0]
             rec, r_field, r_single = _field_run.field_metrics(
-                x, y, field, fk, kernels[0], grid=model.grid, mode=model.mode,
+                x, y, field, fk, single, grid=model.grid, mode=model.mode,
                 degree=model.field_degree, single_gain=np.asarray(items["gain"])[0],
-                single_background=np.asarray(items["background"])[0], options=options)
+                single_background=np.asarray(items["background"])[0], options=options,
+                truth=field_truth)
             metrics["field"] = rec
-            _field_run.write_field_outputs(d, rec, fk, r_field, r_single, plots=cfg.outputs.plots,
-                                           title=title)
+            _field_run.write_field_outputs(
+                d, rec, np.ascontiguousarray(fk[..., ::-1, ::-1]) if flip else fk, r_field,
+                r_single, plots=cfg.outputs.plots, title=title)
     if messages:
         w = metrics.setdefault("warnings", [])
         w.extend(m for m in messages if m not in w)

@@ -331,7 +331,7 @@ def _run_single(cfg: Config, d: Folder, cache: dict, progress: Progress | None,
                              kernel_shape=est.kernel_shape, mode=est.mode, title=title)
     from jdeconv.experiment._run_extras import extend_run  # optics, error bars, PSF fits, fields
 
-    extend_run(cfg, d, xs, ys, truths, est, items, metrics,
+    extend_run(cfg, d, xs, ys, truths, est, items, metrics, field_truth=pairs.field_truth,
                title=_plots.run_title(solver=est.solver, prior=est.prior, mode=est.mode,
                                       kernel_shape=est.kernel_shape, extra=label))
     return {"metrics": metrics, "loss_history": items["loss_history"][0], "error_curve": curve}

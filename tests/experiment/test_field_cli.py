@@ -35,6 +35,14 @@ def test_estimate_grid(pair, tmp_path, capsys):
     assert np.load(out).shape == (3, 3, 7, 7)
     rec = json.loads(out.with_suffix(".json").read_text())
     assert rec["residual_ratio"] > 1.5 and rec["grid"] == [3, 3]
+    # correlation orientation: the same field, each kernel flipped, the same residuals
+    flipped = tmp_path / "f.npy"
+    assert main(["estimate", str(pair / "original.png"), str(pair / "blurred.png"), "-k", "7",
+                 "--grid", "3x3", "--overlap", "0", "--coupling", "0.001", "--orientation",
+                 "correlation", "-o", str(flipped), "-q"]) == 0
+    np.testing.assert_allclose(np.load(flipped), np.load(out)[..., ::-1, ::-1], atol=1e-12)
+    rec_flipped = json.loads(flipped.with_suffix(".json").read_text())
+    assert rec_flipped["residual_ratio"] == pytest.approx(rec["residual_ratio"], rel=1e-9)
 
 
 def test_estimate_grid_mask_gain_background(pair, tmp_path, capsys):
@@ -105,6 +113,71 @@ def test_run_field(pair, tmp_path):
                  "--set", "outputs.plots=false"]) == 0
     m2 = json.loads((run2 / "metrics.json").read_text())
     assert m2["field"]["model"] == "polynomial" and m2["field"]["residual_ratio"] > 1.2
+
+
+def test_run_synthetic_field(tmp_path):
+    # data.synthetic.field_sigma: the pair of `simulate --field-sigma`, its truth known
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: sf\ndata:\n  synthetic: {image: noise, image_shape: 64, "
+                   "field_sigma: [0.5, 1.3], field_grid: [3, 3]}\nmodel: "
+                   "{mode: valid, kernel_shape: 7, grid: [3, 3], overlap: 0}\n"
+                   "outputs: {plots: false, save_csv: false, save_kernel_png: false}\n")
+    assert main(["run", str(cfg), "--out", str(tmp_path / "r"), "-q"]) == 0
+    f = json.loads((tmp_path / "r" / "metrics.json").read_text())["field"]
+    err, single = np.array(f["kernel_error"]), np.array(f["single_kernel_error"])
+    assert err.shape == single.shape == (3, 3)
+    assert f["kernel_error_median"] == pytest.approx(np.median(err))
+    assert f["kernel_error_max"] == pytest.approx(err.max())
+    # the tiles follow the true field where one kernel cannot (it fits the edge tiles' blur)
+    assert (err < single).sum() >= 6 and err.mean() < 0.5 * single.mean()
+    assert f["kernel_error_median"] < 0.5 * f["single_kernel_error_median"]
+    # the truth is the centre kernel; the blur matches conv2d_field of the nodes
+    from jdeconv.data import gaussian_kernel
+    np.testing.assert_allclose(np.load(tmp_path / "r" / "truth.npy"),
+                               gaussian_kernel(7, 0.5), atol=1e-12)
+    # correlation orientation: kernels.npy flipped, the same field and errors
+    assert main(["run", str(cfg), "--out", str(tmp_path / "c"), "-q",
+                 "--set", "model.orientation=correlation"]) == 0
+    fc = json.loads((tmp_path / "c" / "metrics.json").read_text())["field"]
+    np.testing.assert_allclose(np.load(tmp_path / "c" / "kernels.npy"),
+                               np.load(tmp_path / "r" / "kernels.npy")[..., ::-1, ::-1],
+                               atol=1e-12)
+    np.testing.assert_allclose(fc["kernel_error"], f["kernel_error"], atol=1e-9)
+    assert fc["residual_ratio"] == pytest.approx(f["residual_ratio"], rel=1e-9)
+
+
+def test_true_kernels_at_matches_the_blur():
+    from jdeconv import conv2d, conv2d_field
+    from jdeconv.experiment._field_run import true_kernels_at
+    from jdeconv.experiment._pairs import gaussian_field
+
+    nodes, _ = gaussian_field((5, 5), (3, 2), (0.6, 1.4))
+    x = np.random.default_rng(1).random((40, 30))
+    y = np.asarray(conv2d_field(x, nodes))  # valid: output (i, j) is centred on x[i+2, j+2]
+    rows = (2, 9, 25)  # node rows at 6.17, 19.5, 32.8; node columns at 7, 22
+    h = true_kernels_at(nodes, x.shape, rows, [6.0, 15.0])
+    for a, r in enumerate(rows):  # the blur at a pixel is its interpolated kernel's
+        for b, c in enumerate((6, 15)):
+            local = np.asarray(conv2d(x[r - 2:r + 3, c - 2:c + 3], h[a, b]))[0, 0]
+            assert local == pytest.approx(y[r - 2, c - 2], rel=1e-12)
+    np.testing.assert_allclose(h[0, 0], nodes[0, 0], atol=1e-12)  # clamped before the centres
+    assert np.abs(h[1, 1] - nodes[1, 0]).max() > 1e-3  # between nodes: neither node
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.synthetic.field_sigma=[1, 2];data.synthetic.kernel=motion",
+     "field_sigma makes its own Gaussian kernels; remove kernel"),
+    ("data.synthetic.field_sigma=[0, 2]", "data.synthetic.field_sigma"),
+    ("data.synthetic.field_sigma=[1, 2];data.synthetic.field_grid=0x2",
+     "data.synthetic.field_grid"),
+])
+def test_config_bad_field_blur(override, message, tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: x\n")
+    sets = [arg for o in override.split(";") for arg in ("--set", o)]
+    assert main(["run", str(cfg), *sets, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("argv, message", [
