@@ -718,8 +718,20 @@ def estimate_kernel(x, y, kernel_shape, *, max_kernel_shape=None, mode: _names.M
         est = _estimate_one(x, y, kernel_shape, **kw)
     if all(_validation.is_concrete(a) for a in (est.result, est.kernel, x, y)):
         _diagnostics.warn(_diagnostics.input_messages(x, y)
-                          + _diagnostics.estimate_messages(est, given_shape=not auto))
+                          + _diagnostics.estimate_messages(est, given_shape=not auto)
+                          + _sharpening(x, y, est, prior, loss, mask))
     return est
+
+
+def _sharpening(x, y, est, prior, loss, mask) -> list[str]:
+    """The swapped-images warning, where it applies: nonnegative kernels, Gaussian noise levels."""
+    if prior not in ("simplex", "nonneg") or loss == "poisson" or int(np.asarray(est.result)):
+        return []
+    used = None if mask is None or isinstance(mask, str) else np.asarray(mask, bool)
+    if used is not None and used.shape != np.shape(y):
+        return []
+    return _diagnostics.sharpening_message(_diagnostics.sharpening_ratio(
+        x, y, float(np.asarray(est.noise_sigma)), used))
 
 
 def _estimate_one(x, y, kernel_shape, *, mode, prior, solver, regularization, max_iters, tol,
@@ -890,6 +902,7 @@ def estimate_kernels(xs, ys, kernel_shape, *, mode: _names.Mode = "valid",
       (3, 7, 7)
     """
     support, reference = _oriented_inputs(orientation, support, reference)
+    given = (xs, ys, mask)
     problem = _problem.make_problem(xs, ys, kernel_shape, mode=mode, dtype=dtype,
                                     support=support, batched=True, mask=mask, weights=weights,
                                     saturation=saturation, nan=nan)
@@ -923,5 +936,32 @@ def estimate_kernels(xs, ys, kernel_shape, *, mode: _names.Mode = "valid",
     if throw:
         _raise_unless_successful(est)
     if _validation.is_concrete(est.result):
-        _diagnostics.warn(_diagnostics.batch_messages(est))
+        _diagnostics.warn(_diagnostics.batch_messages(est)
+                          + _batch_sharpening(*given, est, prior, loss))
     return est
+
+
+def _batch_sharpening(xs, ys, mask, est, prior, loss) -> list[str]:
+    """The swapped-images warning of a batch: how many pairs have a sharper blurred image."""
+    if prior not in ("simplex", "nonneg") or loss == "poisson" or not all(
+            _validation.is_concrete(a) for a in (xs, ys)):
+        return []
+    ys = np.asarray(ys)
+    xs = np.asarray(xs)
+    masks = None if mask is None or isinstance(mask, str) else np.asarray(mask, bool)
+    sigma = np.asarray(est.noise_sigma, np.float64).reshape(-1)
+    ok = np.asarray(est.result).reshape(-1) == 0
+    bad = []
+    for b in range(ys.shape[0]):
+        used = None if masks is None else (masks if masks.ndim == 2 else masks[b])
+        if used is not None and used.shape != ys.shape[1:]:
+            used = None
+        x = xs if xs.ndim == 2 else xs[b]
+        if ok[b] and _diagnostics.sharpening_ratio(x, ys[b], sigma[b], used) > \
+                _diagnostics.SHARPENING_WARN:
+            bad.append(b)
+    if not bad:
+        return []
+    return [f"{len(bad)} of {ys.shape[0]} pairs have a blurred image sharper than their "
+            f"original (pairs {', '.join(map(str, bad[:8]))}{', ...' if len(bad) > 8 else ''}): "
+            "a blur cannot sharpen, so they are probably swapped (or hold unmasked outliers)."]

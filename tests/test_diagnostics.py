@@ -69,3 +69,53 @@ def test_auto_batch_filters_by_class_not_by_wording():
     kept = [str(w.message) for w in _auto_batch_warnings(pilot, batch)]
     assert kept == [generous, "2 of 4 pairs have a fit statistic",
                     border + " (same words, another class)", border + " (a user's own warning)"]
+
+
+def _pair(image, h, noise=0.0, seed=0):
+    x = jdeconv.data.quantize(jdeconv.data.make_image(image, (64, 64), seed=seed), 8)
+    y = np.asarray(jdeconv.conv2d(x, h, mode="same"))
+    y = y + noise * np.random.default_rng(seed).standard_normal(y.shape)
+    return x, jdeconv.data.quantize(y, 8)
+
+
+SWAP = "sharper than the original"
+
+
+@pytest.mark.parametrize("image", ["shapes", "natural:camera", "noise"])
+def test_swapped_images_warn_and_good_pairs_do_not(image):
+    h = jdeconv.data.gaussian_kernel(7, 1.0)
+    x, y = _pair(image, h, noise=0.02)
+    with warnings.catch_warnings(record=True) as good:
+        warnings.simplefilter("always")
+        jdeconv.estimate_kernel(x, y, 7, mode="same")
+    assert not any(SWAP in str(w.message) for w in good)
+    # the sharpness ratio says the same, whatever the gain and background of y
+    assert _diagnostics.sharpening_ratio(x, 0.8 * y + 0.1, 0.8 * 0.02) < 0.9
+    with warnings.catch_warnings(record=True) as swapped:  # with or without a fit warning
+        warnings.simplefilter("always")
+        jdeconv.estimate_kernel(y, x, 7, mode="same")
+    assert [w.category for w in swapped if SWAP in str(w.message)] == [FitWarning]
+
+
+def test_swapped_pairs_in_a_batch_are_named():
+    h = jdeconv.data.gaussian_kernel(7, 1.0)
+    pairs = [_pair("shapes", h, seed=s) for s in range(3)]
+    xs = np.stack([p[0] for p in pairs])
+    ys = np.stack([p[1] for p in pairs])
+    xs[1], ys[1] = pairs[1][1], pairs[1][0]  # pair 1 swapped
+    with pytest.warns(FitWarning, match=r"1 of 3 pairs have a blurred image sharper .*pairs 1\)"):
+        jdeconv.estimate_kernels(xs, ys, 7, mode="same")
+
+
+def test_sharpening_ratio_ignores_masked_outliers():
+    h = jdeconv.data.gaussian_kernel(7, 1.0)
+    x, y = _pair("natural:camera", h)
+    hot = np.random.default_rng(3).random(y.shape) < 0.01
+    y_hot = np.where(hot, 1.0, y)
+    assert _diagnostics.sharpening_ratio(x, y_hot) > _diagnostics.SHARPENING_WARN  # unmasked
+    masked = _diagnostics.sharpening_ratio(x, y_hot, used=~hot)
+    assert masked == pytest.approx(_diagnostics.sharpening_ratio(x, y), rel=0.1) and masked < 0.8
+    y_nan = np.where(hot, np.nan, y)
+    assert _diagnostics.sharpening_ratio(x, y_nan) == pytest.approx(masked, rel=1e-12)
+    assert np.isnan(_diagnostics.sharpening_ratio(x, np.zeros_like(y)))  # no contrast
+    assert _diagnostics.sharpening_message(1.0) == []

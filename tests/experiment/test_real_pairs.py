@@ -60,7 +60,7 @@ def pair(tmp_path_factory):
 
 BAD_PAIRS = {
     "good": ("x", "y", None),
-    "swapped": ("y", "x", "fit statistic"),
+    "swapped": ("y", "x", "sharper than the original"),
     "unrelated": ("x", "unrelated", "fit statistic"),
     "scaled_0_255": ("x255", "y255", "looks like 0-255"),
     "all_zero": ("x", "zero", "the blurred image is all zero"),
