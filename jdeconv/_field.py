@@ -751,7 +751,12 @@ def estimate_psf_field(x, y, kernel_shape, *, grid=(3, 3), overlap: float = 0.1,
                                np.where(np.asarray(est.result) == RESULTS.successful,
                                         TILE_RESULTS.successful, TILE_RESULTS.not_converged)))
 
-    _diagnostics.warn(_tile_messages(est, flat, grid, starved), stacklevel=3)
+    swapped = []  # the pair as a whole: a blurred image sharper than its original
+    if prior in ("simplex", "nonneg") and loss != "poisson" and not skip.all():
+        sigma = float(np.nanmedian(np.asarray(est.noise_sigma, np.float64).reshape(-1)[~skip]))
+        swapped = _diagnostics.sharpening_message(_diagnostics.sharpening_ratio(
+            xh, yh, sigma, None if wv is None else wv > 0))
+    _diagnostics.warn(_tile_messages(est, flat, grid, starved) + swapped, stacklevel=3)
 
     c_code = jnp.asarray(RESULTS.successful, jnp.int32)
     c_opt = jnp.zeros((), dt)

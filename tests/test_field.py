@@ -108,6 +108,21 @@ def test_same_mode_uses_the_valid_part(varying_pair):
                                valid.render(x), atol=1e-12)
 
 
+def test_swapped_pair_warns_once(varying_pair):
+    import warnings
+
+    x = varying_pair[0]
+    rows, cols = tile_centres((M, N), (16, 16))
+    H = np.stack([np.stack([gauss(sigma_at(r, c)) for c in cols]) for r in rows])
+    y = np.asarray(conv2d_field(x, H, "same"))
+    swap = "sharper than the original"
+    for pair, expected in (((x, y), 0), ((y, x), 1)):
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            estimate_psf_field(*pair, K, grid=GRID, overlap=OVERLAP, mode="same")
+        assert sum(swap in str(w.message) for w in record) == expected
+
+
 def test_uniform_blur_reduces_to_the_single_kernel():
     x = texture(seed=2)
     h = gauss(1.2)
