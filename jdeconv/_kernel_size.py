@@ -8,9 +8,12 @@ chooses it:
 1. estimate on a generous box (``max_kernel_shape``; default the largest odd
    square up to 51 that fits a third of the image and 4096 taps);
 2. find the support: the taps above a noise-aware threshold, ``max(4 · RMS of
-   the taps on the generous box's outer ring, 1e-3 · max h)`` (the outer ring
+   the taps on the generous box's outer ring, floor · max h)`` (the outer ring
    holds no kernel when the generous box is large enough, so its taps measure
-   the estimate's noise);
+   the estimate's noise; the floor, :func:`relative_floor`, is 1e-3 at 8-bit
+   noise and lower on cleaner data), keeping only the group of taps that holds
+   the largest one and any other group with :data:`COMPONENT_MIN_MASS` of the
+   mass (so a lone noise tap far from the kernel does not widen the box);
 3. return the estimate in the smallest box that holds the support and is
    centred on the geometry's zero shift (tap ``((k-1)//2, (l-1)//2)``), solved
    again in that box.
@@ -66,6 +69,78 @@ def fixed_shape(image_shape, y_shape, mode: str) -> tuple[int, int]:
     return (k, l)
 
 
+#: A group of above-threshold taps apart from the kernel's main one counts as kernel when it
+#: holds at least this fraction of the kernel's mass (a broken motion path does; the odd noise
+#: tap at the edge of the generous box, ~1e-5 of the mass, does not).
+COMPONENT_MIN_MASS = 0.01
+
+
+def _components(above: np.ndarray) -> tuple[np.ndarray, int]:
+    """Labels of the groups of ``above`` taps, gaps of one tap bridged (8-connected after a dilation)."""
+    K, L = above.shape
+    grown = above.copy()
+    for dr in (-1, 0, 1):  # dilate by one tap: taps two apart belong together
+        for dc in (-1, 0, 1):
+            grown[max(dr, 0):K + min(dr, 0), max(dc, 0):L + min(dc, 0)] |= \
+                above[max(-dr, 0):K + min(-dr, 0), max(-dc, 0):L + min(-dc, 0)]
+    labels = np.zeros((K, L), np.int32)
+    count = 0
+    for start in zip(*np.nonzero(grown)):
+        if labels[start]:
+            continue
+        count += 1
+        labels[start] = count
+        stack = [start]
+        while stack:
+            r, c = stack.pop()
+            for dr in (-1, 0, 1):
+                for dc in (-1, 0, 1):
+                    a, b = r + dr, c + dc
+                    if 0 <= a < K and 0 <= b < L and grown[a, b] and not labels[a, b]:
+                        labels[a, b] = count
+                        stack.append((a, b))
+    return np.where(above, labels, 0), count
+
+
+def _kernel_components(h: np.ndarray, above: np.ndarray) -> np.ndarray:
+    """The ``above`` taps that belong to the kernel: its main group and any heavy other group."""
+    labels, count = _components(above)
+    if count <= 1:
+        return above
+    total = float(h.sum())
+    mass = np.bincount(labels.ravel(), weights=h.ravel(), minlength=count + 1)
+    main = labels.ravel()[int(np.argmax(np.where(above, h, -1.0)))]
+    keep = (mass >= COMPONENT_MIN_MASS * total)
+    keep[main] = True
+    keep[0] = False
+    return keep[labels]
+
+
+#: The noise level of 8-bit quantisation of an image spanning [0, 1]: 2⁻⁸/√12.
+_EIGHT_BIT_SIGMA = 2.0 ** -8 / np.sqrt(12.0)
+
+
+def relative_floor(noise_sigma: float, y) -> float:
+    """The support threshold's floor relative to the largest tap, from the data's noise level.
+
+    1e-3 at (or above) the noise of 8-bit data, proportionally lower on cleaner
+    data (16-bit: about 4e-6), and at least 1e-8: on clean data the estimate's
+    taps are exact to far below 1e-3 of the peak, and a Gaussian's tail there
+    is kernel, not noise.
+
+    Example:
+      >>> import numpy as np
+      >>> y = np.linspace(0.0, 1.0, 100)
+      >>> relative_floor(0.01, y), relative_floor(0.0, y)
+      (0.001, 1e-08)
+    """
+    finite = np.asarray(y)[np.isfinite(np.asarray(y))]
+    span = float(np.ptp(finite)) if finite.size else 0.0
+    if not (np.isfinite(noise_sigma) and span > 0):
+        return 1e-3
+    return float(np.clip(1e-3 * noise_sigma / (span * _EIGHT_BIT_SIGMA), 1e-8, 1e-3))
+
+
 def support_box(kernel, *, ring_factor: float = 4.0, rel_floor: float = 1e-3, tau=None):
     """The centred box holding a kernel's support, and the threshold used.
 
@@ -77,7 +152,11 @@ def support_box(kernel, *, ring_factor: float = 4.0, rel_floor: float = 1e-3, ta
 
     Returns:
       ``((k, l), threshold)``: odd sides of the smallest box centred on tap
-      ``((K-1)//2, (L-1)//2)`` that holds every tap above the threshold.
+      ``((K-1)//2, (L-1)//2)`` that holds the kernel's taps above the
+      threshold: those of the group holding the largest tap, and of any other
+      group with at least :data:`COMPONENT_MIN_MASS` of the mass (taps at most
+      one tap apart form a group). A lone tap that noise put above the
+      threshold far from the kernel does not widen the box.
 
     Example:
       >>> import numpy as np
@@ -90,7 +169,7 @@ def support_box(kernel, *, ring_factor: float = 4.0, rel_floor: float = 1e-3, ta
     ring = np.concatenate([h[0], h[-1], h[1:-1, 0], h[1:-1, -1]]) if min(K, L) >= 3 else h.ravel()
     if tau is None:
         tau = max(ring_factor * float(np.sqrt(np.mean(ring ** 2))), rel_floor * float(h.max()))
-    rows, cols = np.nonzero(h > tau)
+    rows, cols = np.nonzero(_kernel_components(h, h > tau))
     if rows.size == 0:
         return (1, 1), tau
     ck, cl = (K - 1) // 2, (L - 1) // 2
@@ -178,9 +257,9 @@ def estimate_auto(estimate, x, y, *, mode: str, max_kernel_shape=None, **kwargs)
     h0 = np.asarray(first.kernel)
     if kwargs.get("orientation", "convolution") == "correlation":
         h0 = h0[::-1, ::-1]
-    box, tau = support_box(h0)
-    sizes = [s for s in range(1, max(generous) + 1, 2)]
     sigma = float(np.asarray(first.noise_sigma))
+    box, tau = support_box(h0, rel_floor=relative_floor(sigma, ya))
+    sizes = [s for s in range(1, max(generous) + 1, 2)]
     crit = size_criterion(xa, jnp.nan_to_num(ya), jnp.asarray(h0), mode, sizes, sigma)
     est = estimate(x, y, box, mode=mode, **kwargs)
     # Taps of the generous estimate that only noise put above the threshold shrink away

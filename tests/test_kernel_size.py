@@ -24,6 +24,53 @@ def test_support_box_is_centred_and_odd():
     assert _kernel_size.support_box(h, tau=0.4)[0] == (1, 1)
 
 
+def test_support_box_ignores_lone_noise_taps_but_not_heavy_groups():
+    h = np.zeros((21, 21))
+    h[9:12, 9:13] = 0.08                                # the kernel: 3x4 taps around the centre
+    h[0, 17] = 3e-4                                     # noise on the generous box's edge
+    box, tau = _kernel_size.support_box(h)
+    assert h[0, 17] > tau and box == (3, 5)
+    h[3, 10] = h[4, 10] = 0.02                          # a broken path, 4 % of the mass
+    assert _kernel_size.support_box(h)[0] == (15, 5)
+    h[3, 10] = h[4, 10] = 2e-3                          # a light group apart: not kernel
+    assert _kernel_size.support_box(h)[0] == (3, 5)
+    h[6, 10] = h[7, 10] = 2e-3                          # gaps of one tap: now one group
+    assert _kernel_size.support_box(h)[0] == (15, 5)
+
+
+def test_relative_floor_follows_the_noise_level():
+    y = np.linspace(0.0, 2.0, 50)                       # span 2
+    eight = 2.0 * 2.0 ** -8 / np.sqrt(12)
+    assert _kernel_size.relative_floor(eight, y) == pytest.approx(1e-3)
+    assert _kernel_size.relative_floor(eight / 256, y) == pytest.approx(1e-3 / 256)
+    assert _kernel_size.relative_floor(1e-15, y) == 1e-8
+    assert _kernel_size.relative_floor(np.nan, y) == 1e-3
+
+
+def test_auto_box_on_an_8bit_off_centre_disk():
+    # 8-bit data under the simplex prior: most taps of the generous estimate are exactly 0, so
+    # the threshold falls to its floor and the odd noise tap on the generous box's edge used to
+    # stretch the box to the whole generous box (25x25 here). It must hold the support within
+    # 2 px per side, and its kernel error match that of the true box.
+    from jdeconv.experiment._pairs import place_kernel
+
+    x = jdeconv.data.quantize(jdeconv.data.make_image("natural:camera", (128, 128)), 8)
+    h = place_kernel(np.asarray(jdeconv.data.make_kernel("disk", (9, 9), radius=3.0)), (1, 2))
+    y = jdeconv.data.quantize(np.asarray(jdeconv.conv2d(x, h, "same")), 8)
+    auto = jdeconv.estimate_kernel(x, y, "auto", mode="same", max_kernel_shape=25)
+    rows, cols = np.nonzero(h > 0)
+    need = tuple(2 * int(max(np.abs(a - (n - 1) // 2))) + 1
+                 for a, n in ((rows, h.shape[0]), (cols, h.shape[1])))
+    box = tuple(int(v) for v in np.asarray(auto.stats["kernel_box"]))
+    assert all(n <= b <= n + 4 for n, b in zip(need, box)), (need, box)
+    given = jdeconv.estimate_kernel(x, y, h.shape, mode="same")
+    crop = _kernel_size.centred_crop(np.asarray(given.kernel), box)
+    assert crop.shape == np.shape(auto.kernel)
+    err_auto = np.linalg.norm(_kernel_size.centred_crop(h, box) - auto.kernel) / np.linalg.norm(h)
+    err_given = np.linalg.norm(h - given.kernel) / np.linalg.norm(h)
+    assert err_auto <= 1.1 * err_given
+
+
 def test_centred_crop_keeps_the_centre_tap():
     h = np.arange(9 * 8).reshape(9, 8)
     c = _kernel_size.centred_crop(h, (3, 5))
