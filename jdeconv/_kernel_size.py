@@ -76,7 +76,7 @@ COMPONENT_MIN_MASS = 0.01
 
 
 def _components(above: np.ndarray) -> tuple[np.ndarray, int]:
-    """Labels of the groups of ``above`` taps, gaps of one tap bridged (8-connected after a dilation)."""
+    """Labels of the groups of ``above`` taps; gaps of one tap are bridged (dilate, 8-connect)."""
     K, L = above.shape
     grown = above.copy()
     for dr in (-1, 0, 1):  # dilate by one tap: taps two apart belong together

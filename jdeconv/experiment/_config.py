@@ -323,6 +323,9 @@ class NoiseConfig(_Section):
         None, gt=0.0, description="photons per unit intensity for shot noise (null: none)")
 
 
+_PositiveFloat = Annotated[float, Field(gt=0.0)]
+
+
 def _field_grid(value: Any) -> Any:
     if value is None:
         return None
@@ -364,7 +367,7 @@ class SyntheticData(_Section):
     saturation_level: float | None = Field(
         None, gt=0.0, description="sensor full well: original and blurred images are clipped at "
         "this level (null: no clipping); estimate with model.saturation at or just below it")
-    field_sigma: tuple[Annotated[float, Field(gt=0.0)], Annotated[float, Field(gt=0.0)]] | None = Field(
+    field_sigma: tuple[_PositiveFloat, _PositiveFloat] | None = Field(
         None, description="[centre, corner]: a spatially varying blur instead of one kernel: "
         "Gaussian kernels on a field_grid of nodes whose sigma grows linearly with the distance "
         "from the centre, from the first value there to the second in the corners, interpolated "
