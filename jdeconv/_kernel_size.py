@@ -76,16 +76,12 @@ COMPONENT_MIN_MASS = 0.01
 
 
 def _components(above: np.ndarray) -> tuple[np.ndarray, int]:
-    """Labels of the groups of ``above`` taps; gaps of one tap are bridged (dilate, 8-connect)."""
+    """Labels of the groups of ``above`` taps: taps at most 2 apart (a gap of one tap) join."""
     K, L = above.shape
-    grown = above.copy()
-    for dr in (-1, 0, 1):  # dilate by one tap: taps two apart belong together
-        for dc in (-1, 0, 1):
-            grown[max(dr, 0):K + min(dr, 0), max(dc, 0):L + min(dc, 0)] |= \
-                above[max(-dr, 0):K + min(-dr, 0), max(-dc, 0):L + min(-dc, 0)]
     labels = np.zeros((K, L), np.int32)
     count = 0
-    for start in zip(*np.nonzero(grown)):
+    reach = [(dr, dc) for dr in range(-2, 3) for dc in range(-2, 3) if dr or dc]
+    for start in zip(*np.nonzero(above)):
         if labels[start]:
             continue
         count += 1
@@ -93,13 +89,12 @@ def _components(above: np.ndarray) -> tuple[np.ndarray, int]:
         stack = [start]
         while stack:
             r, c = stack.pop()
-            for dr in (-1, 0, 1):
-                for dc in (-1, 0, 1):
-                    a, b = r + dr, c + dc
-                    if 0 <= a < K and 0 <= b < L and grown[a, b] and not labels[a, b]:
-                        labels[a, b] = count
-                        stack.append((a, b))
-    return np.where(above, labels, 0), count
+            for dr, dc in reach:
+                a, b = r + dr, c + dc
+                if 0 <= a < K and 0 <= b < L and above[a, b] and not labels[a, b]:
+                    labels[a, b] = count
+                    stack.append((a, b))
+    return labels, count
 
 
 def _kernel_components(h: np.ndarray, above: np.ndarray) -> np.ndarray:
@@ -154,8 +149,8 @@ def support_box(kernel, *, ring_factor: float = 4.0, rel_floor: float = 1e-3, ta
       ``((k, l), threshold)``: odd sides of the smallest box centred on tap
       ``((K-1)//2, (L-1)//2)`` that holds the kernel's taps above the
       threshold: those of the group holding the largest tap, and of any other
-      group with at least :data:`COMPONENT_MIN_MASS` of the mass (taps at most
-      one tap apart form a group). A lone tap that noise put above the
+      group with at least :data:`COMPONENT_MIN_MASS` of the mass (taps at most two
+      apart, a gap of one tap, form a group). A lone tap that noise put above the
       threshold far from the kernel does not widen the box.
 
     Example:
