@@ -147,13 +147,12 @@ def _sharpness(a, used, noise_sigma: float = 0.0) -> float:
     ok = np.isfinite(a) if used is None else (np.asarray(used, bool) & np.isfinite(a))
     a = np.where(ok, a, 0.0)
     d = 0.0
-    for axis in (0, 1):
-        both = np.logical_and(np.take(ok, range(1, ok.shape[axis]), axis=axis),
-                              np.take(ok, range(ok.shape[axis] - 1), axis=axis))
+    for diff, both in ((a[1:] - a[:-1], ok[1:] & ok[:-1]),
+                       (a[:, 1:] - a[:, :-1], ok[:, 1:] & ok[:, :-1])):
         n = int(both.sum())
         if n == 0:
             return math.nan
-        d += float(np.sum(np.square(np.diff(a, axis=axis))[both], dtype=np.float64)) / n
+        d += float(np.sum(np.square(diff[both]), dtype=np.float64)) / n
     n = int(ok.sum())
     v = float(np.var(a[ok], dtype=np.float64)) if n > 1 else 0.0
     s2 = float(noise_sigma) ** 2 if math.isfinite(float(noise_sigma)) else 0.0
@@ -191,6 +190,15 @@ def sharpening_ratio(x, y, noise_sigma: float = 0.0, used=None) -> float:
     sx = _sharpness(x, None)
     sy = _sharpness(y, used, noise_sigma)
     return sy / sx if math.isfinite(sx) and sx > 0 and math.isfinite(sy) else math.nan
+
+
+def sharpening_applies(prior: str, loss: str) -> bool:
+    """Whether :func:`sharpening_ratio` can judge an estimate: nonnegative kernels, Gaussian noise.
+
+    A kernel with negative taps can sharpen; with ``loss="poisson"`` the noise
+    level is not a Gaussian σ.
+    """
+    return prior in ("simplex", "nonneg") and loss != "poisson"
 
 
 def sharpening_message(ratio: float) -> list[str]:

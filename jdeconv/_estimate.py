@@ -725,7 +725,7 @@ def estimate_kernel(x, y, kernel_shape, *, max_kernel_shape=None, mode: _names.M
 
 def _sharpening(x, y, est, prior, loss, mask) -> list[str]:
     """The swapped-images warning, where it applies: nonnegative kernels, Gaussian noise levels."""
-    if prior not in ("simplex", "nonneg") or loss == "poisson" or int(np.asarray(est.result)):
+    if not _diagnostics.sharpening_applies(prior, loss) or int(np.asarray(est.result)):
         return []
     used = None if mask is None or isinstance(mask, str) else np.asarray(mask, bool)
     if used is not None and used.shape != np.shape(y):
@@ -943,7 +943,7 @@ def estimate_kernels(xs, ys, kernel_shape, *, mode: _names.Mode = "valid",
 
 def _batch_sharpening(xs, ys, mask, est, prior, loss) -> list[str]:
     """The swapped-images warning of a batch: how many pairs have a sharper blurred image."""
-    if prior not in ("simplex", "nonneg") or loss == "poisson" or not all(
+    if not _diagnostics.sharpening_applies(prior, loss) or not all(
             _validation.is_concrete(a) for a in (xs, ys)):
         return []
     ys = np.asarray(ys)

@@ -752,7 +752,7 @@ def estimate_psf_field(x, y, kernel_shape, *, grid=(3, 3), overlap: float = 0.1,
                                         TILE_RESULTS.successful, TILE_RESULTS.not_converged)))
 
     swapped = []  # the pair as a whole: a blurred image sharper than its original
-    if prior in ("simplex", "nonneg") and loss != "poisson" and not skip.all():
+    if _diagnostics.sharpening_applies(prior, loss) and not skip.all():
         sigma = float(np.nanmedian(np.asarray(est.noise_sigma, np.float64).reshape(-1)[~skip]))
         swapped = _diagnostics.sharpening_message(_diagnostics.sharpening_ratio(
             xh, yh, sigma, None if wv is None else wv > 0))

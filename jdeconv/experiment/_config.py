@@ -375,7 +375,7 @@ class SyntheticData(_Section):
         "and with model.grid metrics.json field.kernel_error compares each tile with the true "
         "field at its centre (null: uniform blur)")
     field_grid: Annotated[tuple[int, int], BeforeValidator(_field_grid)] = Field(
-        (5, 5), description="[gy, gx] nodes of the field_sigma blur")
+        (5, 5), description="[gy, gx] nodes of the field_sigma blur (unused without field_sigma)")
 
     @model_validator(mode="after")
     def _field_blur(self):

@@ -164,22 +164,6 @@ def test_true_kernels_at_matches_the_blur():
     assert np.abs(h[1, 1] - nodes[1, 0]).max() > 1e-3  # between nodes: neither node
 
 
-@pytest.mark.parametrize("override, message", [
-    ("data.synthetic.field_sigma=[1, 2];data.synthetic.kernel=motion",
-     "field_sigma makes its own Gaussian kernels; remove kernel"),
-    ("data.synthetic.field_sigma=[0, 2]", "data.synthetic.field_sigma"),
-    ("data.synthetic.field_sigma=[1, 2];data.synthetic.field_grid=0x2",
-     "data.synthetic.field_grid"),
-])
-def test_config_bad_field_blur(override, message, tmp_path, capsys):
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text("name: x\n")
-    sets = [arg for o in override.split(";") for arg in ("--set", o)]
-    assert main(["run", str(cfg), *sets, "--out", str(tmp_path / "r")]) == 2
-    err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1
-
-
 @pytest.mark.parametrize("argv, message", [
     (["--grid", "0x3"], "grid '0x3' is not valid"),
     (["--grid", "4"], "grid '4' is not valid; give GYxGX"),
@@ -201,6 +185,12 @@ def test_estimate_bad_grid(argv, message, tmp_path, capsys):
     ("model.coupling=-0.5", "model.coupling"),
     ("model.grid=[2, 2];model.coupling=0.1;model.gain=true",
      "model.coupling: > 0 does not combine with model.gain"),
+    # the synthetic field blur
+    ("data.synthetic.field_sigma=[1, 2];data.synthetic.kernel=motion",
+     "field_sigma makes its own Gaussian kernels; remove kernel"),
+    ("data.synthetic.field_sigma=[0, 2]", "data.synthetic.field_sigma"),
+    ("data.synthetic.field_sigma=[1, 2];data.synthetic.field_grid=0x2",
+     "data.synthetic.field_grid"),
 ])
 def test_config_bad_grid(override, message, tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
