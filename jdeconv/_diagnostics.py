@@ -36,6 +36,8 @@ import numpy as np
 FIT_STATISTIC_WARN = 3.0
 #: Fraction of the kernel's mass on the outer ring of its box that gets a warning.
 BORDER_MASS_WARN = 0.02
+#: Border taps count towards the warning only by what exceeds this many standard errors.
+BORDER_SIGNIFICANCE = 3.0
 #: A blurred image this much sharper than its original (:func:`sharpening_ratio`) gets a warning.
 #: Measured on 8-bit pairs (shapes, camera, coins, fractal, noise images; Gaussian, motion and
 #: two-tap kernels; noise up to 0.03): good pairs 0.16-0.99, swapped Gaussian or motion pairs
@@ -87,6 +89,49 @@ def _border_mass(kernel):  # one program per shape (eager calls compiled every o
     inner = a[..., 1:-1, 1:-1].sum(axis=(-2, -1))
     total = a.sum(axis=(-2, -1))
     return jnp.where(total > 0, 1 - inner / jnp.where(total > 0, total, 1), 0.0)
+
+
+def significant_border_mass(kernel, standard_errors, z: float = BORDER_SIGNIFICANCE
+                            ) -> np.ndarray:
+    """Fraction of ``|h|``'s mass on its border that the noise cannot explain.
+
+    The larger of two excesses over what noise gives, both about zero for the
+    border taps of a well-boxed but noisy (or signed) kernel:
+
+    * per tap, what a tap's magnitude exceeds ``z`` of its standard errors by,
+      ``sum max(|h_i| - z se_i, 0)`` (noise: about ``8e-4 se`` a tap at ``z = 3``);
+      strong border taps of a cut kernel keep nearly all of their mass;
+    * jointly, ``sum |h_i| - E - z D`` with the mean ``E = sqrt(2/pi) sum se_i``
+      and spread ``D = sqrt(1 - 2/pi) sqrt(sum se_i^2)`` of the border's noise
+      magnitudes: a weak but coherent border (each tap within a few standard
+      errors) of a kernel cut by the box.
+
+    Args:
+      kernel: (..., k, l).
+      standard_errors: (..., k, l) per-tap standard errors (``stats["standard_errors"]``
+        of an exact estimate).
+      z: how many standard errors a tap's magnitude must exceed.
+
+    Returns:
+      (...,) fractions in [0, 1] (host NumPy).
+
+    Example:
+      >>> import numpy as np
+      >>> h = np.pad(np.full((3, 3), 0.1), 1); h[0, 0] = 0.02   # 2 % noise on the border
+      >>> float(significant_border_mass(h, np.full((5, 5), 0.01))) < 0.001
+      True
+    """
+    a = np.abs(np.asarray(kernel, np.float64))
+    se = np.broadcast_to(np.asarray(standard_errors, np.float64), a.shape)
+    ring = np.ones(a.shape[-2:], bool)
+    ring[1:-1, 1:-1] = False
+    a_b, se_b = a[..., ring], se[..., ring]
+    per_tap = np.maximum(a_b - z * se_b, 0.0).sum(axis=-1)
+    joint = (a_b.sum(axis=-1) - math.sqrt(2 / math.pi) * se_b.sum(axis=-1)
+             - z * math.sqrt(1 - 2 / math.pi) * np.sqrt((se_b ** 2).sum(axis=-1)))
+    total = a.sum(axis=(-2, -1))
+    signal = np.maximum(np.maximum(per_tap, joint), 0.0)
+    return np.where(total > 0, signal / np.where(total > 0, total, 1), 0.0)
 
 
 def centroid_offset(kernel) -> jnp.ndarray:
@@ -210,8 +255,13 @@ def sharpening_message(ratio: float) -> list[str]:
             "not, the blurred image holds outliers (hot pixels, cosmic rays): mask them."]
 
 
-def estimate_messages(est, *, given_shape: bool = True) -> list[str]:
-    """Warnings about one finished estimate (``est`` unbatched and concrete)."""
+def estimate_messages(est, *, given_shape: bool = True, standard_errors=None) -> list[str]:
+    """Warnings about one finished estimate (``est`` unbatched and concrete).
+
+    ``standard_errors`` (k, l), where known, make the border check noise-aware:
+    only border mass above :data:`BORDER_SIGNIFICANCE` standard errors counts
+    (:func:`significant_border_mass`).
+    """
     out = []
     if int(np.asarray(est.result)) != 0:
         return out  # the result code already says what went wrong
@@ -233,17 +283,27 @@ def estimate_messages(est, *, given_shape: bool = True) -> list[str]:
                 f"max_kernel_shape, e.g. ({2 * generous[0] + 1}, {2 * generous[1] + 1})."))
     elif min(k, l) >= 3:
         frac = float(np.asarray(border_mass(est.kernel)))
-        if frac > BORDER_MASS_WARN:
+        signal = frac if standard_errors is None else float(
+            significant_border_mass(est.kernel, standard_errors))
+        if frac > BORDER_MASS_WARN and signal > BORDER_MASS_WARN:
             pad = max(2, int(round(0.25 * max(k, l))))
+            beyond = ("" if standard_errors is None else
+                      f" ({100 * signal:.1f} % beyond {BORDER_SIGNIFICANCE:g} standard errors "
+                      "of the noise)")
             out.append(BoxMessage(
-                f"{100 * frac:.1f} % of the kernel's mass lies on the border of its {k}x{l} box: "
+                f"{100 * frac:.1f} % of the kernel's mass lies on the border of its {k}x{l} "
+                f"box{beyond}: "
                 f"the box probably cuts the kernel; try kernel_shape=({k + 2 * pad}, "
                 f"{l + 2 * pad})" + (" or kernel_shape='auto'." if given_shape else ".")))
     return out
 
 
-def batch_messages(est) -> list[str]:
-    """Warnings about a batch of estimates: how many pairs fit badly or touch the border."""
+def batch_messages(est, standard_errors=None) -> list[str]:
+    """Warnings about a batch of estimates: how many pairs fit badly or touch the border.
+
+    ``standard_errors`` (B, k, l), where known, make the border check
+    noise-aware as in :func:`estimate_messages`.
+    """
     ok = np.asarray(est.result) == 0
     fit = np.asarray(est.fit_statistic)
     bad = ok & np.isfinite(fit) & (fit > FIT_STATISTIC_WARN)
@@ -259,6 +319,8 @@ def batch_messages(est) -> list[str]:
     if min(k, l) >= 3:
         frac = np.asarray(border_mass(est.kernel))
         cut = ok & (frac > BORDER_MASS_WARN)
+        if standard_errors is not None:
+            cut &= significant_border_mass(est.kernel, standard_errors) > BORDER_MASS_WARN
         if cut.any():
             out.append(BoxMessage(f"{cut.sum()} of {cut.size} kernels have more than "
                                    f"{100 * BORDER_MASS_WARN:g} % of their mass on the border "

@@ -545,6 +545,8 @@ def _to_result(out: _Out, s: _Settings, problem, solver_requested, lead=()):
     gain, background = stats.pop("gain"), stats.pop("background")
     if s.orientation == "correlation":  # measured on the kernel as returned
         stats["centroid_offset"] = _diagnostics.centroid_offset(kernel)
+        if "standard_errors" in stats:
+            stats["standard_errors"] = stats["standard_errors"][..., ::-1, ::-1]
     return KernelEstimate(
         kernel=kernel, result=out.result, optimality=out.optimality, gain=gain,
         background=background,
@@ -712,13 +714,15 @@ def estimate_kernel(x, y, kernel_shape, *, max_kernel_shape=None, mode: _names.M
                              f"{kernel_shape!r}.")
         est = _kernel_size.estimate_auto(_estimate_one, x, y, max_kernel_shape=max_kernel_shape,
                                          **kw)
+        errors = None
     else:
         if max_kernel_shape is not None:
             raise ValueError("max_kernel_shape applies only with kernel_shape='auto'.")
-        est = _estimate_one(x, y, kernel_shape, **kw)
+        est, errors = _estimate_one(x, y, kernel_shape, border_errors=True, **kw)
     if all(_validation.is_concrete(a) for a in (est.result, est.kernel, x, y)):
         _diagnostics.warn(_diagnostics.input_messages(x, y)
-                          + _diagnostics.estimate_messages(est, given_shape=not auto)
+                          + _diagnostics.estimate_messages(est, given_shape=not auto,
+                                                           standard_errors=errors)
                           + _sharpening(x, y, est, prior, loss, mask))
     return est
 
@@ -737,7 +741,8 @@ def _sharpening(x, y, est, prior, loss, mask) -> list[str]:
 def _estimate_one(x, y, kernel_shape, *, mode, prior, solver, regularization, max_iters, tol,
                   dtype, support, reference, solver_options, mask, weights, saturation, nan,
                   gain, background, loss, loss_options, orientation, standard_errors, throw,
-                  progress=None):
+                  progress=None, border_errors=False):
+    """One estimate; with ``border_errors``, ``(estimate, standard errors or None)``."""
     support, reference = _oriented_inputs(orientation, support, reference)
     problem = _problem.make_problem(x, y, kernel_shape, mode=mode, dtype=dtype, support=support,
                                     mask=mask, weights=weights, saturation=saturation, nan=nan)
@@ -749,21 +754,93 @@ def _estimate_one(x, y, kernel_shape, *, mode, prior, solver, regularization, ma
     reporter = _progress.as_reporter(progress)
     if reporter is not None:  # compile the loops with their progress callbacks
         s = s._replace(model=s.model._replace(progress=True))
-    args = (problem.x, problem.y, problem.support, _weights_arrays(s.weights, dt),
-            jnp.asarray(s.tol, dt), ref, _candidates(s.auto, dt), problem.pixel_weights)
-    if reporter is None:
+
+    def solve(s, weights, candidates):
+        args = (problem.x, problem.y, problem.support, weights, jnp.asarray(s.tol, dt), ref,
+                candidates, problem.pixel_weights)
         out = _core_jit(*args, **_static(problem, s))
+        if s.model.progress:  # finish inside the reporting context
+            out = jax.block_until_ready(out)
+        return _to_result(out, s, problem, solver)
+
+    w = _weights_arrays(s.weights, dt)
+    if reporter is None:
+        est = solve(s, w, _candidates(s.auto, dt))
     else:
         with _progress.reporting(reporter):
             try:
-                out = jax.block_until_ready(_core_jit(*args, **_static(problem, s)))
+                est = solve(s, w, _candidates(s.auto, dt))
             finally:
                 if hasattr(reporter, "close"):
                     reporter.close()
-    est = _to_result(out, s, problem, solver)
     if throw:
         _raise_unless_successful(est)
+    if border_errors:
+        return est, _border_errors(solve, s, est, problem)
     return est
+
+
+def _border_errors(solve, s: _Settings, est: KernelEstimate, problem):
+    """Per-tap standard errors for the border-mass check, or None where there are none.
+
+    Computed only where the plain check would warn (more than
+    ``BORDER_MASS_WARN`` of a kernel's mass on its border), so that a signed or
+    noisy kernel whose border taps are noise does not get the warning: for the
+    plain least-squares model on the host from the data's normal matrix (one
+    small compiled program per shape), otherwise (gain, background, weights, a
+    robust loss) by one more exact solve at the weights the estimate used, with
+    the face's inverse. ``solve(s, weights, candidates)`` runs the estimate's
+    own problem; None (batches: a vmapped second solve with the face's inverse
+    compiles for minutes) means no second solve, and no standard errors for
+    those models.
+    """
+    if s.solver != "exact" or not _validation.is_concrete(est.kernel):
+        return None
+    if "standard_errors" in est.stats:
+        return np.asarray(est.stats["standard_errors"])
+    k, l = est.kernel_shape
+    ok = np.asarray(est.result) == RESULTS.successful
+    need = ok & (np.asarray(_diagnostics.border_mass(est.kernel)) > _diagnostics.BORDER_MASS_WARN)
+    if min(k, l) < 3 or not np.any(need):
+        return None
+    m = s.model
+    if not (m.gain or m.background is not None or m.weighted or m.loss != "l2"):
+        return _plain_border_errors(problem, s, est, need)
+    if solve is None:
+        return None
+    again = s._replace(auto=False, model=m._replace(standard_errors=True, progress=False))
+    fixed = {name: jnp.asarray(v) for name, v in est.regularization.items()}
+    return np.asarray(solve(again, fixed, None).stats["standard_errors"])
+
+
+def _plain_border_errors(problem, s: _Settings, est: KernelEstimate, need):
+    """Standard errors of the plain model's flagged kernels (zero for the others), on the host."""
+    kshape = est.kernel_shape
+    n = kshape[0] * kshape[1]
+    h = np.asarray(est.kernel, np.float64)
+    if s.orientation == "correlation":  # the solve's own orientation
+        h = h[..., ::-1, ::-1]
+    flat = h.reshape(-1, n)
+    need = np.asarray(need).reshape(-1)
+    sigma = np.asarray(est.noise_sigma, np.float64).reshape(-1)
+    reg = {name: np.asarray(v, np.float64).reshape(-1) for name, v in est.regularization.items()}
+    support = (np.ones(n, bool) if problem.support is None
+               else np.asarray(problem.support, bool).reshape(n))
+    out = np.zeros_like(flat)
+    cache = {}
+    for b in np.flatnonzero(need):
+        xb = problem.x if problem.x.ndim == 2 else problem.x[b]
+        key = 0 if problem.x.ndim == 2 else b
+        if key not in cache:
+            cache[key] = np.asarray(_gram._gram_jit(xb, kshape, problem.solve_mode), np.float64)
+        G = cache[key]
+        w_tik, w_smooth = (reg[name][b % reg[name].size] for name in ("tikhonov", "smooth"))
+        Gr = G + np.trace(G) / n * (w_tik * np.eye(n) + w_smooth * _regularizers.laplacian(kshape)
+                                    if (w_tik or w_smooth) else 0.0)
+        out[b] = _uncertainty.face_standard_errors(G, Gr, support & (flat[b] != 0), sigma[b],
+                                                   eq=s.prior in _names.EQUALITY_PRIORS)
+    out = out.reshape(h.shape)
+    return out[..., ::-1, ::-1] if s.orientation == "correlation" else out
 
 
 def _static(problem, s: _Settings) -> dict:
@@ -915,28 +992,34 @@ def estimate_kernels(xs, ys, kernel_shape, *, mode: _names.Mode = "valid",
     w = _weights_arrays(s.weights, dt, (batch,))
     ref = _reference(reference, problem.kernel_shape, dt, lead=(batch,))
     sharding, padded = _batch_sharding(batch)
-    if padded != batch:  # repeat the last pair so every device gets equal work
-        def grow(a):
-            return jnp.concatenate([a, jnp.repeat(a[-1:], padded - batch, axis=0)])
-        ys = grow(ys)
-        pw = None if pw is None else grow(pw)
-        xs = xs if problem.shared_original else grow(xs)
-        ref = None if ref is None else grow(ref)
-        w = {k: grow(v) for k, v in w.items()}
+
+    def grow(a):  # repeat the last pair so every device gets equal work
+        if padded == batch:
+            return a
+        return jnp.concatenate([a, jnp.repeat(a[-1:], padded - batch, axis=0)])
+
+    ys, pw = grow(ys), None if pw is None else grow(pw)
+    xs = xs if problem.shared_original else grow(xs)
+    ref = None if ref is None else grow(ref)
     # Several devices: each runs its share of the pairs; under jax.distributed every
     # process passes the full batch and gets the full result back.
     core = _core_batch if sharding is None else functools.partial(_core_sharded, sharding)
-    out = core(xs, ys, problem.support, w, jnp.asarray(s.tol, dt), ref,
-                      _candidates(s.auto, dt), pw, shared_original=problem.shared_original,
-                      sequential=_sequential_batch(problem, s), **_static(problem, s))
-    out = _gather_batch(out, sharding)  # every process returns the whole batch
-    if padded != batch:
-        out = jax.tree_util.tree_map(lambda a: a[:batch], out)
-    est = _to_result(out, s, problem, solver, lead=(batch,))
+
+    def solve(s, w, candidates):
+        out = core(xs, ys, problem.support, {k: grow(v) for k, v in w.items()},
+                   jnp.asarray(s.tol, dt), ref, candidates, pw,
+                   shared_original=problem.shared_original,
+                   sequential=_sequential_batch(problem, s), **_static(problem, s))
+        out = _gather_batch(out, sharding)  # every process returns the whole batch
+        if padded != batch:
+            out = jax.tree_util.tree_map(lambda a: a[:batch], out)
+        return _to_result(out, s, problem, solver, lead=(batch,))
+
+    est = solve(s, w, _candidates(s.auto, dt))
     if throw:
         _raise_unless_successful(est)
     if _validation.is_concrete(est.result):
-        _diagnostics.warn(_diagnostics.batch_messages(est)
+        _diagnostics.warn(_diagnostics.batch_messages(est, _border_errors(None, s, est, problem))
                           + _batch_sharpening(*given, est, prior, loss))
     return est
 

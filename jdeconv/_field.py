@@ -482,7 +482,7 @@ def _tile_names(which, gx):
     return names + (", ..." if idx.size > 8 else "")
 
 
-def _tile_messages(est, flat, grid, starved=None) -> list[str]:
+def _tile_messages(est, flat, grid, starved=None, standard_errors=None) -> list[str]:
     """The warnings of a field estimate, per tile (textureless or masked tiles, poor fits, cut
     kernels)."""
     T = flat.size
@@ -510,6 +510,9 @@ def _tile_messages(est, flat, grid, starved=None) -> list[str]:
     k, l = est.kernel_shape
     if min(k, l) >= 3:
         cut = ok & (np.asarray(_diagnostics.border_mass(est.kernel))
+                    > _diagnostics.BORDER_MASS_WARN)
+        if standard_errors is not None:  # only border mass the noise cannot explain
+            cut &= (_diagnostics.significant_border_mass(est.kernel, standard_errors)
                     > _diagnostics.BORDER_MASS_WARN)
         if cut.any():
             out.append(_diagnostics.BoxMessage(  # a KernelBoxWarning, like a single kernel's
@@ -571,7 +574,9 @@ SEQUENTIAL_MIN_TAPS = 128
 
 def _estimate_tiles(xs, ys, kshape, *, prior, solver, regularization, max_iters, tol, support,
                     solver_options, gain, background, loss, mask=None, weights=None):
-    """The tiles' estimates in one compiled call: :func:`jdeconv.estimate_kernels`' engine.
+    """The tiles' estimates in one compiled call (:func:`jdeconv.estimate_kernels`' engine).
+
+    Returns ``(estimate, standard errors for the border check or None)``.
 
     On one device, with the exact solver and at least :data:`SEQUENTIAL_MIN_TAPS`
     taps, the tiles run one after the other inside the call (the engine's
@@ -581,21 +586,25 @@ def _estimate_tiles(xs, ys, kshape, *, prior, solver, regularization, max_iters,
     kw = dict(mode="valid", prior=prior, solver=solver, regularization=regularization,
               max_iters=max_iters, tol=tol, support=support, solver_options=solver_options,
               gain=gain, background=background, loss=loss, mask=mask, weights=weights)
-    if len(jax.devices()) > 1 or kshape[0] * kshape[1] < SEQUENTIAL_MIN_TAPS:
-        return _estimate.estimate_kernels(xs, ys, kshape, throw=False, **kw)
     problem = _problem.make_problem(xs, ys, kshape, mode="valid", support=support, batched=True,
                                     mask=mask, weights=weights)
     s = _estimate._settings(problem, prior, solver, regularization, max_iters, tol,
                             solver_options, gain=gain, background=background, loss=loss)
-    if s.solver != "exact":
-        return _estimate.estimate_kernels(xs, ys, kshape, throw=False, **kw)
-    dt = problem.dtype
-    batch = problem.batch_size
-    out = _estimate._core_batch(
-        problem.x, problem.y, problem.support, _estimate._weights_arrays(s.weights, dt, (batch,)),
-        jnp.asarray(s.tol, dt), None, _estimate._candidates(s.auto, dt), problem.pixel_weights,
-        shared_original=problem.shared_original, sequential=True, **_estimate._static(problem, s))
-    return _estimate._to_result(out, s, problem, solver, lead=(batch,))
+    if (len(jax.devices()) > 1 or kshape[0] * kshape[1] < SEQUENTIAL_MIN_TAPS
+            or s.solver != "exact"):
+        est = _estimate.estimate_kernels(xs, ys, kshape, throw=False, **kw)
+    else:
+        dt = problem.dtype
+        batch = problem.batch_size
+        out = _estimate._core_batch(
+            problem.x, problem.y, problem.support,
+            _estimate._weights_arrays(s.weights, dt, (batch,)), jnp.asarray(s.tol, dt), None,
+            _estimate._candidates(s.auto, dt), problem.pixel_weights,
+            shared_original=problem.shared_original, sequential=True,
+            **_estimate._static(problem, s))
+        est = _estimate._to_result(out, s, problem, solver, lead=(batch,))
+    # the border check's standard errors (plain least squares only: no second solve here)
+    return est, _estimate._border_errors(None, s, est, problem)
 
 
 def _photometric(gain, background, loss):
@@ -734,7 +743,7 @@ def estimate_psf_field(x, y, kernel_shape, *, grid=(3, 3), overlap: float = 0.1,
 
     with warnings.catch_warnings():  # the batch's warnings speak of "pairs": re-worded below
         warnings.simplefilter("ignore", _diagnostics.FitWarning)
-        est = _estimate_tiles(
+        est, errors = _estimate_tiles(
             xs_call, ys_call, kshape, prior=prior, solver=solver,
             regularization=regularization, max_iters=max_iters, tol=tol, support=support,
             solver_options=solver_options, gain=gain, background=background, loss=loss,
@@ -756,7 +765,7 @@ def estimate_psf_field(x, y, kernel_shape, *, grid=(3, 3), overlap: float = 0.1,
         sigma = float(np.nanmedian(np.asarray(est.noise_sigma, np.float64).reshape(-1)[~skip]))
         swapped = _diagnostics.sharpening_message(_diagnostics.sharpening_ratio(
             xh, yh, sigma, None if wv is None else wv > 0))
-    _diagnostics.warn(_tile_messages(est, flat, grid, starved) + swapped, stacklevel=3)
+    _diagnostics.warn(_tile_messages(est, flat, grid, starved, errors) + swapped, stacklevel=3)
 
     c_code = jnp.asarray(RESULTS.successful, jnp.int32)
     c_opt = jnp.zeros((), dt)

@@ -142,6 +142,42 @@ def kernel_standard_errors(gram_reg, active, noise_sigma, *, eq, gram_data=None
     return KernelUncertainty(se, cov, free)
 
 
+def face_standard_errors(gram_data, gram_reg, free, noise_sigma, *, eq) -> np.ndarray:
+    """:func:`kernel_standard_errors`' standard errors on the host (NumPy, float64).
+
+    For checks of a finished estimate (the border-mass warning), where a
+    compiled program per kernel size would cost more than the algebra.
+
+    Args:
+      gram_data, gram_reg: (n, n) data and regularised normal matrices.
+      free: (n,) bool, the taps off their bounds and inside the support.
+      noise_sigma: the noise level of ``y``.
+      eq: whether the prior has ``sum(h) = 1``.
+
+    Returns:
+      (n,) standard errors, 0 off the free taps.
+
+    Example:
+      >>> import numpy as np
+      >>> G = np.diag([4.0, 4.0, 1.0])
+      >>> face_standard_errors(G, G, np.array([True, True, False]), 0.5, eq=True).round(6)
+      array([0.176777, 0.176777, 0.      ])
+    """
+    free = np.asarray(free, bool)
+    out = np.zeros(free.shape)
+    if not free.any():
+        return out
+    G = np.asarray(gram_data, np.float64)[np.ix_(free, free)]
+    K = np.linalg.inv(np.asarray(gram_reg, np.float64)[np.ix_(free, free)])
+    K = 0.5 * (K + K.T)
+    if eq:
+        k1 = K.sum(axis=1)
+        K = K - np.outer(k1, k1) / k1.sum()
+    var = float(noise_sigma) ** 2 * np.einsum("ij,jk,ki->i", K, G, K)
+    out[free] = np.sqrt(np.maximum(var, 0.0))
+    return out
+
+
 @jax.jit
 def residual_noise_sigma(residual_sum_sq, num_observations, gram_reg, active, *, eq,
                          gram_data=None):

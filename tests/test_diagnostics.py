@@ -1,5 +1,6 @@
 """jdeconv._diagnostics: the warnings' classes (box warnings are their own FitWarning subclass)."""
 
+import inspect
 import types
 import warnings
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 import jdeconv
-from jdeconv import _diagnostics
+from jdeconv import _diagnostics, _estimate
 from jdeconv._diagnostics import FitWarning, KernelBoxWarning
 from jdeconv.experiment._runner import _auto_batch_warnings
 
@@ -119,3 +120,54 @@ def test_sharpening_ratio_ignores_masked_outliers():
     assert _diagnostics.sharpening_ratio(x, y_nan) == pytest.approx(masked, rel=1e-12)
     assert np.isnan(_diagnostics.sharpening_ratio(x, np.zeros_like(y)))  # no contrast
     assert _diagnostics.sharpening_message(1.0) == []
+
+
+BOX = "on the border of its 7x7 box"
+GOOD = np.pad(jdeconv.data.gaussian_kernel(3, 0.7), 2)  # well inside the 7x7 box
+CUT = jdeconv.data.gaussian_kernel(13, 1.8)  # a third of its mass beyond a 7x7 box
+
+
+def _box_messages(record):
+    return [str(w.message) for w in record if issubclass(w.category, KernelBoxWarning)]
+
+
+def test_border_warning_ignores_noise_taps_and_keeps_cut_kernels():
+    """A signed estimate fills its border with noise (15 % of |h|): no warning; a cut kernel: one."""
+    good, cut = _pair("natural:camera", GOOD, 0.02), _pair("natural:camera", CUT, 0.02)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        est = jdeconv.estimate_kernel(*good, 7, mode="same", prior="none")
+    assert float(_diagnostics.border_mass(est.kernel)) > 0.1  # the plain check would warn
+    assert _box_messages(record) == []
+    with pytest.warns(KernelBoxWarning, match=BOX + r" \(.* % beyond 3 standard errors"):
+        jdeconv.estimate_kernel(*cut, 7, mode="same", prior="none")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        jdeconv.estimate_kernels(np.stack([good[0], cut[0]]), np.stack([good[1], cut[1]]), 7,
+                                 mode="same", prior="none")
+    assert _box_messages(record) == [
+        "1 of 2 kernels have more than 2 % of their mass on the border of the 7x7 box: try a "
+        "larger kernel_shape."]
+
+
+def _defaults(**kw):
+    params = inspect.signature(jdeconv.estimate_kernel).parameters.values()
+    out = {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY}
+    del out["max_kernel_shape"]
+    return dict(out, **kw)
+
+
+@pytest.mark.filterwarnings("ignore::jdeconv._diagnostics.KernelBoxWarning")
+@pytest.mark.parametrize("kw", [dict(prior="simplex", orientation="correlation"),
+                                dict(prior="none", regularization="auto"),
+                                dict(prior="none", gain=True)],
+                         ids=["simplex-correlation", "auto", "gain"])
+def test_border_check_errors_are_the_estimates_standard_errors(kw):
+    """The check's standard errors (host algebra, or a second solve) equal standard_errors=True."""
+    x, y = _pair("natural:camera", CUT, 0.02)
+    est, errors = _estimate._estimate_one(x, y, 7, border_errors=True,
+                                          **_defaults(mode="same", **kw))
+    ref = jdeconv.estimate_kernel(x, y, 7, mode="same", standard_errors=True, **kw)
+    np.testing.assert_allclose(est.kernel, ref.kernel, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(errors, ref.stats["standard_errors"], rtol=1e-6, atol=1e-12)
+    assert errors[0].any() and errors[-1].any()  # free taps on the border

@@ -15,6 +15,7 @@ from jdeconv._regularizers import laplacian
 from jdeconv._uncertainty import (
     IdentifiabilityWarning,
     conditioning_report,
+    face_standard_errors,
     kernel_standard_errors,
     make_target,
     residual_noise_sigma,
@@ -125,6 +126,20 @@ def test_standard_errors_scale_with_sigma_and_refuse_bad_shapes():
     np.testing.assert_allclose(se2, 2 * se1)
     with pytest.raises(ValueError, match="shapes"):
         kernel_standard_errors(g, jnp.zeros(3, bool), 1.0, eq=False)
+
+
+@pytest.mark.parametrize("eq", [False, True])
+def test_host_standard_errors_equal_the_jitted_ones(eq):
+    """face_standard_errors (NumPy, for the border check) is kernel_standard_errors' formula."""
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((60, N))
+    g = a.T @ a
+    g_reg = g + 0.3 * np.trace(g) / N * laplacian(KS)
+    for free in (np.ones(N, bool), rng.random(N) < 0.6):
+        ref = kernel_standard_errors(g_reg, ~free, 0.05, eq=eq, gram_data=g).standard_errors
+        np.testing.assert_allclose(face_standard_errors(g, g_reg, free, 0.05, eq=eq), ref,
+                                   rtol=1e-9, atol=1e-15)
+    assert not face_standard_errors(g, g, np.zeros(N, bool), 1.0, eq=eq).any()
 
 
 # ----------------------------------------------------------------------------
