@@ -6,9 +6,12 @@ errors (set in pyproject's ``filterwarnings``). Hypothesis runs without a
 deadline: the first call of a new shape compiles.
 """
 
+import atexit
 import ctypes
 import gc
 import os
+import shutil
+import tempfile
 
 import jax
 import pytest
@@ -16,6 +19,17 @@ from hypothesis import HealthCheck, settings
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# One persistent compilation cache for the session's processes (the xdist controller makes
+# it; its workers inherit the variable): a program one worker compiled, or that a worker
+# compiled before dropping its caches (below), is read back instead of compiled again.
+# Only this process's configuration: subprocesses started by tests keep their own.
+if "JDECONV_TEST_JAX_CACHE" not in os.environ:
+    os.environ["JDECONV_TEST_JAX_CACHE"] = tempfile.mkdtemp(prefix="jdeconv-test-jax-cache-")
+    atexit.register(shutil.rmtree, os.environ["JDECONV_TEST_JAX_CACHE"], ignore_errors=True)
+jax.config.update("jax_compilation_cache_dir", os.environ["JDECONV_TEST_JAX_CACHE"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 
 settings.register_profile(
     "jdeconv", deadline=None, print_blob=True, max_examples=25,
