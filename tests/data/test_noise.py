@@ -68,6 +68,19 @@ def test_poisson_noise_statistics():
     assert not np.array_equal(y, add_poisson_noise(x, photons, seed=1))
 
 
+def test_poisson_noise_accepts_fft_rounding_below_zero():
+    """A blur of a nonnegative image by FFT dips a few ulps below 0 there: zero intensity."""
+    import jdeconv
+    x = np.zeros((32, 32))
+    x[8:12, 8:12] = 1.0
+    y = np.array(jdeconv.conv2d(x, jdeconv.data.gaussian_kernel(9, 1.5), mode="same"))
+    y[0, 0] = -3e-16  # what the FFT blur of a natural image gave (min -2.3e-16)
+    out = add_poisson_noise(y, 100.0, seed=0)
+    assert out[0, 0] == 0.0 and (out >= 0).all()
+    with pytest.raises(ValueError, match="negative"):
+        add_poisson_noise(np.where(y < 0, -1e-9, y), 100.0, seed=0)
+
+
 def test_poisson_noise_zero_stays_zero():
     x = np.zeros((5, 5))
     x[2, 2] = 1.0
