@@ -790,9 +790,9 @@ def _border_errors(solve, s: _Settings, est: KernelEstimate, problem):
     small compiled program per shape), otherwise (gain, background, weights, a
     robust loss) by one more exact solve at the weights the estimate used, with
     the face's inverse. ``solve(s, weights, candidates)`` runs the estimate's
-    own problem; None (batches: a vmapped second solve with the face's inverse
-    compiles for minutes) means no second solve, and no standard errors for
-    those models.
+    own problem; None (batches and fields: no second vmapped solve, whose
+    compile would cost every flagged batch seconds) means no standard errors
+    for those models, which keep the plain check.
     """
     if s.solver != "exact" or not _validation.is_concrete(est.kernel):
         return None
