@@ -246,6 +246,36 @@ def sharpening_applies(prior: str, loss: str) -> bool:
     return prior in ("simplex", "nonneg") and loss != "poisson"
 
 
+def poisson_scale_messages(y, loss: str, used=None) -> list[str]:
+    """The warning for ``loss="poisson"`` on data that look like intensities, not counts.
+
+    Counts reach well above 1 somewhere; a blurred image whose used pixels all lie
+    in [0, 1] and are not whole numbers is scaled intensity data, for which the
+    Poisson likelihood treats every pixel as less than one photon (a wrong noise
+    model, and a slow, poorly determined solve).
+
+    Example:
+      >>> import numpy as np
+      >>> len(poisson_scale_messages(np.full((4, 4), 0.5), "poisson"))
+      1
+      >>> poisson_scale_messages(np.full((4, 4), 40.0), "poisson")
+      []
+    """
+    if loss != "poisson":
+        return []
+    v = np.asarray(y, np.float64)
+    if used is not None and np.shape(used) == v.shape:
+        v = v[np.asarray(used, bool)]
+    v = v[np.isfinite(v)]
+    if v.size == 0 or v.max() > 1.0 or v.max() <= 0 or np.all(v == np.round(v)):
+        return []
+    return [f"loss='poisson' models photon counts, but the blurred image's maximum is "
+            f"{v.max():.3g}: these look like intensities scaled to [0, 1], which the Poisson "
+            "likelihood reads as less than one photon per pixel (a wrong noise model and a "
+            "slow, poorly determined solve). Multiply both images by the photons per unit "
+            "intensity (the detector gain), or use loss='l2'."]
+
+
 def sharpening_message(ratio: float) -> list[str]:
     """The warning for a :func:`sharpening_ratio` above :data:`SHARPENING_WARN` (else none)."""
     if not (math.isfinite(ratio) and ratio > SHARPENING_WARN):

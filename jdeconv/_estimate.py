@@ -723,15 +723,21 @@ def estimate_kernel(x, y, kernel_shape, *, max_kernel_shape=None, mode: _names.M
         _diagnostics.warn(_diagnostics.input_messages(x, y)
                           + _diagnostics.estimate_messages(est, given_shape=not auto,
                                                            standard_errors=errors)
-                          + _sharpening(x, y, est, prior, loss, mask))
+                          + _sharpening(x, y, est, prior, loss, mask)
+                          + _diagnostics.poisson_scale_messages(y, loss, _used(mask)))
     return est
+
+
+def _used(mask):
+    """A user's boolean mask as an array, or None (a string names a mask file elsewhere)."""
+    return None if mask is None or isinstance(mask, str) else np.asarray(mask, bool)
 
 
 def _sharpening(x, y, est, prior, loss, mask) -> list[str]:
     """The swapped-images warning, where it applies: nonnegative kernels, Gaussian noise levels."""
     if not _diagnostics.sharpening_applies(prior, loss) or int(np.asarray(est.result)):
         return []
-    used = None if mask is None or isinstance(mask, str) else np.asarray(mask, bool)
+    used = _used(mask)
     if used is not None and used.shape != np.shape(y):
         return []
     return _diagnostics.sharpening_message(_diagnostics.sharpening_ratio(
@@ -1020,7 +1026,9 @@ def estimate_kernels(xs, ys, kernel_shape, *, mode: _names.Mode = "valid",
         _raise_unless_successful(est)
     if _validation.is_concrete(est.result):
         _diagnostics.warn(_diagnostics.batch_messages(est, _border_errors(None, s, est, problem))
-                          + _batch_sharpening(*given, est, prior, loss))
+                          + _batch_sharpening(*given, est, prior, loss)
+                          + _diagnostics.poisson_scale_messages(given[1], loss,
+                                                                _used(given[2])))
     return est
 
 

@@ -184,9 +184,17 @@ def test_poisson_single_pair_equals_the_solver_and_uses_read_noise():
     y = np.random.default_rng(2).poisson(lam) + 1.5 * np.random.default_rng(3).standard_normal(
         lam.shape)
     lopts = {"read_noise": 1.5, "background": 2.0}
-    with pytest.warns(jdeconv.FitWarning, match="border"):
+    with pytest.warns(jdeconv.FitWarning, match="border") as record:
         est = jdeconv.estimate_kernel(x, y, K, loss="poisson", loss_options=lopts,
                                       max_iters=1500, tol=1e-9)
+    assert not any("photon counts" in str(w.message) for w in record)  # counts: no warning
+    # the same pair scaled to [0, 1] is intensity data, not counts
+    scaled = jdeconv._diagnostics.poisson_scale_messages(np.clip(y, 0, None) / y.max(), "poisson")
+    assert len(scaled) == 1 and "look like intensities scaled to [0, 1]" in scaled[0]
+    assert jdeconv._diagnostics.poisson_scale_messages(y / y.max(), "l2") == []
+    with pytest.warns(jdeconv.FitWarning, match="look like intensities"):  # the same program
+        jdeconv.estimate_kernel(x / x.max(), np.clip(y, 0, None) / y.max(), K, loss="poisson",
+                                loss_options=lopts, max_iters=1500, tol=1e-9, throw=False)
     assert est.solver == "fista" and est.loss == "poisson"  # solver "auto" -> fista
     out = mf.solve_matrix_free(jnp.asarray(x), jnp.asarray(y), (K, K), prior="simplex",
                                loss="poisson", loss_options=mf.check_loss_options("poisson", lopts),
