@@ -1010,18 +1010,14 @@ def estimate_kernels(xs, ys, kernel_shape, *, mode: _names.Mode = "valid",
     # Several devices: each runs its share of the pairs; under jax.distributed every
     # process passes the full batch and gets the full result back.
     core = _core_batch if sharding is None else functools.partial(_core_sharded, sharding)
-
-    def solve(s, w, candidates):
-        out = core(xs, ys, problem.support, {k: grow(v) for k, v in w.items()},
-                   jnp.asarray(s.tol, dt), ref, candidates, pw,
-                   shared_original=problem.shared_original,
-                   sequential=_sequential_batch(problem, s), **_static(problem, s))
-        out = _gather_batch(out, sharding)  # every process returns the whole batch
-        if padded != batch:
-            out = jax.tree_util.tree_map(lambda a: a[:batch], out)
-        return _to_result(out, s, problem, solver, lead=(batch,))
-
-    est = solve(s, w, _candidates(s.auto, dt))
+    out = core(xs, ys, problem.support, {k: grow(v) for k, v in w.items()},
+               jnp.asarray(s.tol, dt), ref, _candidates(s.auto, dt), pw,
+               shared_original=problem.shared_original,
+               sequential=_sequential_batch(problem, s), **_static(problem, s))
+    out = _gather_batch(out, sharding)  # every process returns the whole batch
+    if padded != batch:
+        out = jax.tree_util.tree_map(lambda a: a[:batch], out)
+    est = _to_result(out, s, problem, solver, lead=(batch,))
     if throw:
         _raise_unless_successful(est)
     if _validation.is_concrete(est.result):
