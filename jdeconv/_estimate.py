@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jdeconv import (_autoreg, _conv, _diagnostics, _geometry, _gram, _implicit, _kernel_size,
+from jdeconv import (_autoreg, _blas_threads, _conv, _diagnostics, _geometry, _gram, _implicit, _kernel_size,
                      _matrix_free, _names, _noise_level, _priors, _problem, _progress,
                      _regularizers, _uncertainty, _validation, _weighted_gram)
 from jdeconv._objective import Objective, lipschitz
@@ -778,7 +778,7 @@ def _estimate_one(x, y, kernel_shape, *, mode, prior, solver, regularization, ma
     def solve(s, weights, candidates):
         args = (problem.x, problem.y, problem.support, weights, jnp.asarray(s.tol, dt), ref,
                 candidates, problem.pixel_weights)
-        out = _core_jit(*args, **_static(problem, s))
+        out = _blas_threads.run_with_one_blas_thread(_core_jit, *args, **_static(problem, s))
         if s.model.progress:  # finish inside the reporting context
             out = jax.block_until_ready(out)
         return _to_result(out, s, problem, solver)
@@ -1024,10 +1024,11 @@ def estimate_kernels(xs, ys, kernel_shape, *, mode: _names.Mode = "valid",
     # Several devices: each runs its share of the pairs; under jax.distributed every
     # process passes the full batch and gets the full result back.
     core = _core_batch if sharding is None else functools.partial(_core_sharded, sharding)
-    out = core(xs, ys, problem.support, {k: grow(v) for k, v in w.items()},
-               jnp.asarray(s.tol, dt), ref, _candidates(s.auto, dt), pw,
-               shared_original=problem.shared_original,
-               sequential=_sequential_batch(problem, s), **_static(problem, s))
+    out = _blas_threads.run_with_one_blas_thread(
+        core, xs, ys, problem.support, {k: grow(v) for k, v in w.items()},
+        jnp.asarray(s.tol, dt), ref, _candidates(s.auto, dt), pw,
+        shared_original=problem.shared_original,
+        sequential=_sequential_batch(problem, s), **_static(problem, s))
     out = _gather_batch(out, sharding)  # every process returns the whole batch
     if padded != batch:
         out = jax.tree_util.tree_map(lambda a: a[:batch], out)

@@ -1,0 +1,78 @@
+"""One BLAS thread while jdeconv's compiled programs run on the CPU.
+
+JAX runs LAPACK (Cholesky, triangular solves) on the CPU through SciPy's
+OpenBLAS. After each call OpenBLAS's worker threads busy-wait, and they take the
+cores XLA's own threads need: on 2 cores the FFT normal equations of a 255²
+pair (60 ms alone) took 105 ms in one program with a 961² Cholesky (9 ms alone),
+67 ms with one BLAS thread; a multi-threaded Cholesky was no faster there.
+
+:func:`one_blas_thread` limits every BLAS library of the process to one thread
+(``threadpoolctl``) for its duration. Calls from several Python threads share
+one limit: the first sets it and the last restores the previous setting. Set
+the environment variable ``JDECONV_BLAS_THREADS=keep`` to leave BLAS alone.
+Inside a user's own ``jax.jit`` the limit applies only while tracing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import threading
+
+__all__ = ["one_blas_thread", "run_with_one_blas_thread"]
+
+_lock = threading.Lock()
+_state = {"depth": 0, "limiter": None}
+
+
+def _enabled() -> bool:
+    return os.environ.get("JDECONV_BLAS_THREADS", "1").strip().lower() != "keep"
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """Context manager: BLAS limited to one thread inside (see the module docstring).
+
+    Example:
+      >>> from jdeconv._blas_threads import one_blas_thread
+      >>> with one_blas_thread():
+      ...     pass
+    """
+    if not _enabled():
+        yield
+        return
+    with _lock:
+        if _state["depth"] == 0:
+            from threadpoolctl import threadpool_limits
+
+            importlib.import_module("scipy.linalg")  # loads the OpenBLAS JAX's LAPACK uses
+
+            _state["limiter"] = threadpool_limits(limits=1, user_api="blas")
+        _state["depth"] += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _state["depth"] -= 1
+            if _state["depth"] == 0:
+                _state["limiter"].restore_original_limits()
+                _state["limiter"] = None
+
+
+def run_with_one_blas_thread(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` inside :func:`one_blas_thread`, waiting for its arrays.
+
+    JAX dispatches asynchronously; the limit must last until the compiled
+    program has run, so every concrete array of the result is waited for
+    (tracers, under a user's ``jax.jit``, pass through).
+    """
+    import jax
+
+    def wait(a):
+        if isinstance(a, jax.Array) and not isinstance(a, jax.core.Tracer):
+            a.block_until_ready()
+        return a
+
+    with one_blas_thread():
+        return jax.tree_util.tree_map(wait, fn(*args, **kwargs))
