@@ -20,6 +20,10 @@ import importlib
 import os
 import threading
 
+import jax
+
+from jdeconv import _validation
+
 __all__ = ["one_blas_thread", "run_with_one_blas_thread"]
 
 _lock = threading.Lock()
@@ -67,10 +71,8 @@ def run_with_one_blas_thread(fn, *args, **kwargs):
     program has run, so every concrete array of the result is waited for
     (tracers, under a user's ``jax.jit``, pass through).
     """
-    import jax
-
     def wait(a):
-        if isinstance(a, jax.Array) and not isinstance(a, jax.core.Tracer):
+        if isinstance(a, jax.Array) and _validation.is_concrete(a):
             a.block_until_ready()
         return a
 

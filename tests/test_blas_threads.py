@@ -21,6 +21,7 @@ def test_limit_inside_and_restored_after_nested_and_threaded_use():
         with _blas_threads.one_blas_thread():  # nested: still one, not restored by the inner exit
             pass
         seen.append(_blas_threads_now())
+
         def other():  # a second caller leaving first must not restore the limit
             with _blas_threads.one_blas_thread():
                 pass

@@ -206,16 +206,20 @@ def _eqp_block(G, b, free, eq, size: int, project=None):
     h = jnp.zeros((n,), G.dtype).at[idx].add(hs)
     rows = G[idx]  # (size, n): G h = sum_i h[idx_i] G[idx_i, :]
     gh = jnp.matmul(hs, rows, precision=_HI)
-    p = h if project is None else project(h)
-    ps = jnp.where(valid, p[idx], 0)  # p's support lies in the block (see _eqp_any)
+    if project is None:
+        return h, mu, gh, h, gh
+    ps = jnp.where(valid, project(h)[idx], 0)  # p's support lies in the block (see _eqp_any)
     return h, mu, gh, jnp.zeros((n,), G.dtype).at[idx].add(ps), jnp.matmul(ps, rows, precision=_HI)
 
 
 def _eqp_full(G, b, free, eq, project=None):
     """:func:`_eqp` with the outputs of :func:`_eqp_block`, by full products."""
     h, mu = _eqp(G, b, free, eq)
-    p = h if project is None else project(h)
-    return h, mu, jnp.matmul(G, h, precision=_HI), p, jnp.matmul(G, p, precision=_HI)
+    gh = jnp.matmul(G, h, precision=_HI)
+    if project is None:
+        return h, mu, gh, h, gh
+    p = project(h)
+    return h, mu, gh, p, jnp.matmul(G, p, precision=_HI)
 
 
 def _eqp_any(G, b, free, eq, block_sizes: tuple, project=None):
@@ -331,7 +335,9 @@ def _active_set_solve(G, b, mask, eq, ineq, tol, lg, bmax, max_iters, max_total,
         k, phase, A, h, _, _, stall, best_ninf, best_h, obj_h, opt_h = st
         F = ~A
         free_s = F & mask
-        heq, mu, g_heq, hp_eq, g_hp_eq = _eqp_any(G, b, F, eq, block_sizes, proj_finite)
+        # the projection of heq and its product serve only the history
+        heq, mu, g_heq, hp_eq, g_hp_eq = _eqp_any(G, b, F, eq, block_sizes,
+                                                  proj_finite if history else None)
         fin = _finite(heq) & jnp.isfinite(mu)
         lam = g_heq - b - mu  # bound multipliers (~0 on the free set)
         tau_h, tau_l = _tolerances(heq, tol, lg, bmax)
