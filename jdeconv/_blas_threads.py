@@ -27,11 +27,21 @@ from jdeconv import _validation
 __all__ = ["one_blas_thread", "run_with_one_blas_thread"]
 
 _lock = threading.Lock()
-_state = {"depth": 0, "limiter": None}
+_state = {"depth": 0, "limiter": None, "controller": None}
 
 
 def _enabled() -> bool:
     return os.environ.get("JDECONV_BLAS_THREADS", "1").strip().lower() != "keep"
+
+
+def _controller():
+    """The process's BLAS libraries, found once (scanning them costs ~1 ms a call)."""
+    if _state["controller"] is None:
+        from threadpoolctl import ThreadpoolController
+
+        importlib.import_module("scipy.linalg")  # loads the OpenBLAS JAX's LAPACK uses
+        _state["controller"] = ThreadpoolController()
+    return _state["controller"]
 
 
 @contextlib.contextmanager
@@ -48,11 +58,7 @@ def one_blas_thread():
         return
     with _lock:
         if _state["depth"] == 0:
-            from threadpoolctl import threadpool_limits
-
-            importlib.import_module("scipy.linalg")  # loads the OpenBLAS JAX's LAPACK uses
-
-            _state["limiter"] = threadpool_limits(limits=1, user_api="blas")
+            _state["limiter"] = _controller().limit(limits=1, user_api="blas")
         _state["depth"] += 1
     try:
         yield

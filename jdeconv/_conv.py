@@ -41,6 +41,19 @@ _FFT_TAPS = {"cpu": 4}
 _FFT_TAPS_ACCELERATOR = 100
 
 
+def fast_len(n: int) -> int:
+    """Smallest 5-smooth integer >= n, even when > 1 (suits real FFTs)."""
+    v = max(int(n), 1)
+    while True:
+        r = v
+        for f in (2, 3, 5):
+            while r % f == 0:
+                r //= f
+        if r == 1 and (v == 1 or v % 2 == 0):
+            return v
+        v += 1
+
+
 def _use_fft(method, taps):
     if method == "auto":
         return taps > _FFT_TAPS.get(jax.default_backend(), _FFT_TAPS_ACCELERATOR)
@@ -63,22 +76,36 @@ def _valid_corr_direct(x, r):
     return out[0, 0]
 
 
+def _circular_conv_fft(a, b, shape):
+    """Circular convolution of 2-D ``a`` and ``b``, both zero-padded to ``shape``.
+
+    Each axis of the transform is padded further to a 5-smooth length: a
+    length with a large prime factor (255 + 15 - 1 = 269, 512 + 14 = 526 =
+    2 x 263) makes the FFT several times slower. The extra zeros only move
+    the wrap-around further out, and the result is cropped back to ``shape``.
+    """
+    s = (fast_len(shape[0]), fast_len(shape[1]))
+    fa = jnp.fft.rfft2(a, s=s)
+    fb = jnp.fft.rfft2(b, s=s)
+    return jnp.fft.irfft2(fa * fb, s=s)[:shape[0], :shape[1]].astype(a.dtype)
+
+
 def _full_conv_fft(a, b):
     """Full linear convolution of two 2-D arrays with real FFTs."""
     shape = (a.shape[0] + b.shape[0] - 1, a.shape[1] + b.shape[1] - 1)
-    fa = jnp.fft.rfft2(a, s=shape)
-    fb = jnp.fft.rfft2(b, s=shape)
-    return jnp.fft.irfft2(fa * fb, s=shape).astype(a.dtype)
+    return _circular_conv_fft(a, b, shape)
 
 
 def _valid_conv_fft(x, h):
+    # The valid part of a circular convolution of length m is free of
+    # wrap-around (output row i >= k-1 reads x rows i-k+1..i): no m+k-1 frame.
     (m, n), (k, l) = x.shape, h.shape
-    return _full_conv_fft(x, h)[k - 1:m, l - 1:n]
+    return _circular_conv_fft(x, h, (m, n))[k - 1:m, l - 1:n]
 
 
 def _valid_corr_fft(x, r):
     (m, n), (M, N) = x.shape, r.shape
-    return _full_conv_fft(x, r[::-1, ::-1])[M - 1:m, N - 1:n]
+    return _circular_conv_fft(x, r[::-1, ::-1], (m, n))[M - 1:m, N - 1:n]
 
 
 def valid_conv(x, h, method: str = "auto"):

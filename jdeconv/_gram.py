@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jdeconv import _geometry, _names, _validation
+from jdeconv import _conv, _geometry, _names, _validation
 
 __all__ = ["NormalEquations", "gram_matrix", "normal_rhs", "normal_equations",
            "quadratic_value", "gram_matvec"]
@@ -80,19 +80,6 @@ class NormalEquations(NamedTuple):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _fast_len(n: int) -> int:
-    """Smallest 5-smooth integer >= n, even when > 1 (suits real FFTs)."""
-    v = max(int(n), 1)
-    while True:
-        r = v
-        for f in (2, 3, 5):
-            while r % f == 0:
-                r //= f
-        if r == 1 and (v == 1 or v % 2 == 0):
-            return v
-        v += 1
 
 
 def _sum(z):
@@ -191,7 +178,7 @@ def _border_corr(x, xpad, blocks, k: int, l: int):
 
         c = jax.vmap(one)(u, w)
     else:
-        nf = _fast_len(n + 2 * l - 2)
+        nf = _conv.fast_len(n + 2 * l - 2)
         fu = jnp.fft.rfft(u, nf)
         fw = jnp.fft.rfft(w, nf)
         wi = np.arange(nu)[:, None] + np.arange(T)[None, :]
@@ -309,7 +296,7 @@ def _gram_impl(x, k: int, l: int, mode: str, X=None, s=None):
         r = jnp.fft.irfft2(X * jnp.conj(X), s=(m, n))
         return _symmetrize(_toeplitz_gram(_lag_gather(r, k, l), k, l))
     if X is None:
-        s = (_fast_len(m + k - 1), _fast_len(n + l - 1))
+        s = (_conv.fast_len(m + k - 1), _conv.fast_len(n + l - 1))
         X = jnp.fft.rfft2(x, s=s)
     R = _autocorr_full(X, s, k, l)
     if mode == "full":
@@ -347,7 +334,7 @@ def _rhs_fft(x, y, k: int, l: int, mode: str, X=None, s=None):
         ci = (np.arange(l) - cl) % n
         return jnp.take(jnp.take(c, ri, axis=0), ci, axis=1).reshape(-1)
     if X is None:
-        s = (_fast_len(m + k - 1), _fast_len(n + l - 1))
+        s = (_conv.fast_len(m + k - 1), _conv.fast_len(n + l - 1))
         X = jnp.fft.rfft2(x, s=s)
     Y = jnp.fft.rfft2(y, s=s)
     if mode == "full":
@@ -396,7 +383,7 @@ def fft_shape(image_shape, kernel_shape, mode: str) -> tuple[int, int]:
     (m, n), (k, l) = image_shape, kernel_shape
     if mode == "circular":
         return (m, n)
-    return (_fast_len(m + k - 1), _fast_len(n + l - 1))
+    return (_conv.fast_len(m + k - 1), _conv.fast_len(n + l - 1))
 
 
 def normal_equations_impl(x, y, kernel_shape, mode: str, rhs_method: str = "auto",

@@ -122,7 +122,7 @@ import numpy as np
 import optax
 from jax import lax
 
-from jdeconv import (_gram, _names, _objective, _priors, _progress, _regularizers, _validation,
+from jdeconv import (_conv, _names, _objective, _priors, _progress, _regularizers, _validation,
                      _weighted_gram)
 from jdeconv._solution import RESULTS
 from jdeconv._solvers import _driver, adam
@@ -190,7 +190,7 @@ def fft_operator(xp, kernel_shape):
     ``jax.linear_transpose`` of ``A`` (one FFT product as well).
     """
     (m, n), (k, l) = xp.shape, kernel_shape
-    frame = (_gram._fast_len(m), _gram._fast_len(n))
+    frame = (_conv.fast_len(m), _conv.fast_len(n))
     xf = jnp.fft.rfft2(xp, s=frame)
 
     def forward(h):

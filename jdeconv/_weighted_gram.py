@@ -132,7 +132,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jdeconv import _gram, _validation
+from jdeconv import _conv, _gram, _validation
 from jdeconv._gram import NormalEquations
 from jdeconv._solvers import exact
 
@@ -186,7 +186,7 @@ def _check_method(method) -> str:
 
 def _fft_shape(m: int, n: int) -> tuple[int, int]:
     # c[p'] = sum_i s[i] x[i + p'] with i + p' <= m - 1: a frame of m rows never wraps.
-    return _gram._fast_len(m), _gram._fast_len(n)
+    return _conv.fast_len(m), _conv.fast_len(n)
 
 
 def _resolve_method(method: str, m: int, n: int, k: int, l: int) -> str:

@@ -173,3 +173,21 @@ def test_bad_input_raises_value_error(call, match):
 def test_bad_types_raise_type_error(call):
     with pytest.raises(TypeError):
         call()
+
+
+def test_fast_len_is_the_smallest_even_5_smooth_length():
+    from jdeconv._conv import fast_len
+    assert [fast_len(n) for n in (1, 2, 7, 263, 269, 526)] == [1, 2, 8, 270, 270, 540]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_fft_at_lengths_with_large_prime_factors_matches_scipy(mode):
+    # 37 + 7 - 1 = 43 and 29 + 3 - 1 = 31 are prime: the transform is padded to 48 x 32
+    rng = np.random.default_rng(7)
+    x, h = rng.standard_normal((37, 29)), rng.standard_normal((7, 3))
+    y = jdeconv.conv2d(x, h, mode, method="fft")
+    np.testing.assert_allclose(y, scipy_conv(x, h, mode), atol=1e-12)
+    r = rng.standard_normal(y.shape)
+    np.testing.assert_allclose(
+        jdeconv.conv2d_adjoint_kernel(x, r, h.shape, mode, method="fft"),
+        jdeconv.conv2d_adjoint_kernel(x, r, h.shape, mode, method="direct"), atol=1e-11)
