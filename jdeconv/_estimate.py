@@ -240,15 +240,16 @@ def _materialize(a):
     return jax.lax.cond(jnp.isnan(a[0, 0]), lambda a: a + 0, lambda a: a, a)
 
 
-def _dof_free(gram, reg, free, eq, regularized):
+def _dof_free(gram, reg, free, eq, regularized, stencil, kernel_shape, block_sizes):
     """Effective degrees of freedom of the estimate on its face (see :mod:`jdeconv._autoreg`).
 
     Without regularisation it is the number of free taps (minus one for the
     equality); with it, the trace of the influence matrix (one Cholesky).
     """
     count = jnp.sum(free).astype(gram.dtype) - (1.0 if eq else 0.0)
-    return jax.lax.cond(regularized, lambda: _autoreg._dof(gram, reg, 1.0, free, eq),
-                        lambda: count)
+    return jax.lax.cond(regularized, lambda: _autoreg._dof(
+        gram, reg, 1.0, free, eq, block_sizes, stencil=stencil, kernel_shape=kernel_shape),
+        lambda: count)
 
 
 class _Model(NamedTuple):
@@ -416,15 +417,21 @@ def _core(x, y, support, weights, tol, reference, candidates, w, *, kernel_shape
                  (lambda hh: weighted_residual(hh, background_of(elim, hh), wt)))
         sol = _autoreg.solve_candidates(ne, xp, y, candidates, R, mask, tol,
                                         kernel_shape=kernel_shape, prior=kt_prior,
-                                        max_iters=max_iters, history=True, residual=resid,
-                                        block_sizes=blocks, progress=model.progress)
+                                        max_iters=max_iters, history=False, residual=resid,
+                                        block_sizes=blocks, progress=model.progress,
+                                        stencil=_autoreg.stencil(auto_terms))
         _, idx = _autoreg.select("gcv", sol.rss, sol.dof, sol.penalty, candidates, used,
                                  jnp.asarray(jnp.nan, dtype))
         w_chosen = jax.lax.stop_gradient(candidates[idx])
         weights = {name: (w_chosen if name in auto_terms else jnp.zeros((), dtype))
                    for name in _names.REGULARIZERS}
-        qp = jax.tree_util.tree_map(lambda a: a[idx], sol.qp)
         reg_matrix = w_chosen * scale * R
+        # The chosen candidate once more, from its own active set (one iteration), for
+        # the history: recording it for every candidate cost a projection and a product
+        # per iteration (~10 % of the whole call).
+        qp = exact.solve_qp(ne.gram + reg_matrix, ne.rhs, prior=kt_prior, mask=mask,
+                            max_iters=max_iters, tol=tol, history=True,
+                            initial_active=sol.qp.active_set[idx], block_sizes=blocks)
         dof = sol.dof[idx]
     else:
         reg_matrix = _regularizers.quadratic_matrix(weights, scale, kernel_shape, dtype)
@@ -466,7 +473,9 @@ def _core(x, y, support, weights, tol, reference, candidates, w, *, kernel_shape
         finite = jnp.all(jnp.isfinite(h))
         free = mask & ~qp.active_set
         if dof is None:
-            dof = _dof_free(ne.gram, reg_matrix, free, eq, regularized)
+            dof = _dof_free(ne.gram, reg_matrix, free, eq, regularized,
+                            (scale * weights["tikhonov"], scale * weights["smooth"]),
+                            kernel_shape, ())  # one solve: the full matrix (blocks compile 4 branches)
         dof = dof + nb + (1.0 if model.gain and eq else 0.0)
         stats = {"active_taps": jnp.sum(mask & qp.active_set).astype(jnp.int32),
                  "optimality_history": qp.optimality_history}

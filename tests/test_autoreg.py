@@ -226,3 +226,34 @@ def test_engine_auto_regularization_reports_weight_noise_and_fit():
     np.testing.assert_allclose(batch.regularization["smooth"],
                                [float(est.regularization["smooth"]), float(clean.regularization["smooth"])])
     np.testing.assert_allclose(batch.kernel[0], est.kernel, atol=1e-9)
+
+
+@pytest.mark.parametrize("stencil", [(1.0, 0.0), (0.0, 1.0), (0.5, 2.0)])
+@pytest.mark.parametrize("eq", [False, True])
+def test_dof_from_the_stencil_equals_the_dense_solve(stencil, eq):
+    # 6 x 5 kernel grid, 30 taps: a random face, blocks of 16 and the full matrix
+    import jax.numpy as jnp
+    from jdeconv import _regularizers
+    rng = np.random.default_rng(3)
+    shape, n = (6, 5), 30
+    A = rng.standard_normal((80, n))
+    gram = jnp.asarray(A.T @ A)
+    R = _regularizers.traced_quadratic(shape, stencil[0], stencil[1], jnp.float64)
+    for free in (rng.random(n) < 0.4, rng.random(n) < 0.8):
+        free = jnp.asarray(free)
+        for blocks in ((), (16,)):
+            dense = _autoreg._dof(gram, R, 0.3, free, eq, blocks)
+            fast = _autoreg._dof(gram, R, 0.3, free, eq, blocks, stencil=stencil,
+                                 kernel_shape=shape)
+            np.testing.assert_allclose(fast, dense, rtol=1e-10)
+    assert 0 < float(dense) < int(free.sum())
+
+
+@pytest.mark.parametrize("s", [5, 64, 100, 130])
+def test_lower_inverse_by_halves(s):
+    rng = np.random.default_rng(s)
+    A = rng.standard_normal((s, 2 * s))
+    L = np.linalg.cholesky(A @ A.T)
+    W = np.asarray(_autoreg._lower_inverse(jax.numpy.asarray(L), base=16))
+    np.testing.assert_allclose(W @ L, np.eye(s), atol=1e-9)
+    assert np.all(np.triu(W, 1) == 0)
