@@ -91,8 +91,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jdeconv import (_diagnostics, _estimate, _field_conv, _geometry, _gram, _names, _priors,
-                     _problem, _regularizers, _validation, _weighted_gram)
+from jdeconv import (_blas_threads, _diagnostics, _estimate, _field_conv, _geometry, _gram,
+                     _names, _priors, _problem, _regularizers, _validation, _weighted_gram)
 from jdeconv._solution import RESULTS
 
 __all__ = ["FLAT_RTOL", "PSFField", "TILE_RESULTS", "estimate_psf_field", "pixel_weights",
@@ -596,8 +596,8 @@ def _estimate_tiles(xs, ys, kshape, *, prior, solver, regularization, max_iters,
     else:
         dt = problem.dtype
         batch = problem.batch_size
-        out = _estimate._core_batch(
-            problem.x, problem.y, problem.support,
+        out = _blas_threads.run_with_one_blas_thread(
+            _estimate._core_batch, problem.x, problem.y, problem.support,
             _estimate._weights_arrays(s.weights, dt, (batch,)), jnp.asarray(s.tol, dt), None,
             _estimate._candidates(s.auto, dt), problem.pixel_weights,
             shared_original=problem.shared_original, sequential=True,

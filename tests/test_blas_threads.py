@@ -54,3 +54,22 @@ def test_opt_out_leaves_blas_alone(monkeypatch):
     before = _blas_threads_now()
     with _blas_threads.one_blas_thread():
         assert _blas_threads_now() == before
+
+
+def test_psf_field_sequential_tiles_run_with_one_blas_thread(monkeypatch):
+    from jdeconv import _field
+    seen = []
+    real = _estimate._core_batch
+
+    def spy(*a, **k):
+        seen.append(_blas_threads_now())
+        return real(*a, **k)
+
+    monkeypatch.setattr(_estimate, "_core_batch", spy)
+    monkeypatch.setattr(_field, "SEQUENTIAL_MIN_TAPS", 0)  # the large-kernel path, small shapes
+    x = jdeconv.data.shapes_image((48, 48), seed=1, n_shapes=6)
+    h = np.asarray(jdeconv.data.gaussian_kernel(5, 0.6))  # well inside its box
+    field = jdeconv.estimate_psf_field(x, jdeconv.conv2d(x, h, "same"), 5, grid=(2, 2),
+                                       mode="same")
+    assert seen and set(seen[0]) == {1}
+    assert np.asarray(field.kernels).shape[-2:] == (5, 5)
