@@ -511,9 +511,11 @@ _core_jit = jax.jit(_core, static_argnames=_STATIC)
 def _core_batch(x, y, support, weights, tol, reference, candidates, w, *, shared_original,
                 sequential=False, **static):
     # With one shared original, x is not batched: XLA computes its FFT and normal
-    # matrix once for the whole batch.
+    # matrix once for the whole batch. The weights are one set for every pair (not
+    # batched): with a shared original the regularised matrix, and the exact
+    # solver's first factorisation of it, are then loop-invariant (computed once).
     args = (x, y, support, weights, tol, reference, candidates, w)
-    axes = (None if shared_original else 0, 0, None, 0, None,
+    axes = (None if shared_original else 0, 0, None, None, None,
             None if reference is None else 0, None, None if w is None else 0)
     if not sequential:
         f = functools.partial(_core, batched=True, **static)
@@ -937,7 +939,7 @@ def _core_sharded(sharding, x, y, support, weights, tol, reference, candidates, 
     on several CPU devices it deadlocks). The unbatched inputs are replicated.
     """
     args = (x, y, support, weights, tol, reference, candidates, w)
-    batched = (not shared_original, True, False, True, False, True, False, True)
+    batched = (not shared_original, True, False, False, False, True, False, True)
     replicated = NamedSharding(sharding.mesh, PartitionSpec())
     args = tuple(jax.tree_util.tree_map(lambda a, b=b: _place(a, sharding if b else replicated),
                                         arg) for arg, b in zip(args, batched))
@@ -1018,7 +1020,7 @@ def estimate_kernels(xs, ys, kernel_shape, *, mode: _names.Mode = "valid",
     dt = problem.dtype
     batch = problem.batch_size
     xs, ys, pw = problem.x, problem.y, problem.pixel_weights
-    w = _weights_arrays(s.weights, dt, (batch,))
+    w = _weights_arrays(s.weights, dt)  # one set for the whole batch
     ref = _reference(reference, problem.kernel_shape, dt, lead=(batch,))
     sharding, padded = _batch_sharding(batch)
 
@@ -1034,7 +1036,7 @@ def estimate_kernels(xs, ys, kernel_shape, *, mode: _names.Mode = "valid",
     # process passes the full batch and gets the full result back.
     core = _core_batch if sharding is None else functools.partial(_core_sharded, sharding)
     out = _blas_threads.run_with_one_blas_thread(
-        core, xs, ys, problem.support, {k: grow(v) for k, v in w.items()},
+        core, xs, ys, problem.support, w,
         jnp.asarray(s.tol, dt), ref, _candidates(s.auto, dt), pw,
         shared_original=problem.shared_original,
         sequential=_sequential_batch(problem, s), **_static(problem, s))

@@ -598,7 +598,7 @@ def _estimate_tiles(xs, ys, kshape, *, prior, solver, regularization, max_iters,
         batch = problem.batch_size
         out = _blas_threads.run_with_one_blas_thread(
             _estimate._core_batch, problem.x, problem.y, problem.support,
-            _estimate._weights_arrays(s.weights, dt, (batch,)), jnp.asarray(s.tol, dt), None,
+            _estimate._weights_arrays(s.weights, dt), jnp.asarray(s.tol, dt), None,
             _estimate._candidates(s.auto, dt), problem.pixel_weights,
             shared_original=problem.shared_original, sequential=True,
             **_estimate._static(problem, s))

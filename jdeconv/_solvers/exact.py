@@ -149,22 +149,33 @@ def default_tol(dtype, n: int = 1) -> float:
 # --------------------------------------------------------------------------
 
 
-def _eqp(G, b, free, eq):
-    """Minimise q on {h_i = 0, i not in free} (and sum h = 1 if ``eq``).
-
-    Returns (h, mu) with G_FF h_F - b_F = mu 1_F (mu = 0 without equality).
-    One Cholesky factorisation, then 1 + _REFINE_STEPS solves of the KKT
-    system (the first, from h = 0, is the plain solve; the others are
-    iterative refinement with the same factor).
-    """
-    dt = G.dtype
-    fz = free.astype(dt)
+def _masked_cholesky(G, free):
+    """Lower Cholesky factor of G on ``free`` (identity elsewhere); NaNs if not PD."""
+    fz = free.astype(G.dtype)
     # G is symmetric, so G_m may be assembled from G^T: LAPACK wants a
     # column-major operand, which for G^T is a free bitcast of the row-major
     # G (assembling from G costs a full transposing copy per iteration).
     # potrf reads one triangle only, hence no symmetrisation either.
     Gm = jnp.where(free[:, None] & free[None, :], G.T, 0) + jnp.diag(1 - fz)
-    chol = lax.linalg.cholesky(Gm, symmetrize_input=False)  # NaNs if not PD
+    return lax.linalg.cholesky(Gm, symmetrize_input=False)
+
+
+def _eqp(G, b, free, eq, first=None):
+    """Minimise q on {h_i = 0, i not in free} (and sum h = 1 if ``eq``).
+
+    Returns (h, mu) with G_FF h_F - b_F = mu 1_F (mu = 0 without equality).
+    One Cholesky factorisation, then 1 + _REFINE_STEPS solves of the KKT
+    system (the first, from h = 0, is the plain solve; the others are
+    iterative refinement with the same factor). ``first``, if given, is
+    ``(use, chol)``: where ``use`` is true, ``chol`` is this free set's factor.
+    """
+    dt = G.dtype
+    fz = free.astype(dt)
+    if first is None:
+        chol = _masked_cholesky(G, free)
+    else:
+        use, chol0 = first
+        chol = lax.cond(use, lambda: chol0, lambda: _masked_cholesky(G, free))
     bf = b * fz
 
     def solve(r):  # one right-hand side at a time (a 2-column trsm is slower on CPU)
@@ -212,9 +223,9 @@ def _eqp_block(G, b, free, eq, size: int, project=None):
     return h, mu, gh, jnp.zeros((n,), G.dtype).at[idx].add(ps), jnp.matmul(ps, rows, precision=_HI)
 
 
-def _eqp_full(G, b, free, eq, project=None):
+def _eqp_full(G, b, free, eq, project=None, first=None):
     """:func:`_eqp` with the outputs of :func:`_eqp_block`, by full products."""
-    h, mu = _eqp(G, b, free, eq)
+    h, mu = _eqp(G, b, free, eq, first)
     gh = jnp.matmul(G, h, precision=_HI)
     if project is None:
         return h, mu, gh, h, gh
@@ -222,19 +233,20 @@ def _eqp_full(G, b, free, eq, project=None):
     return h, mu, gh, p, jnp.matmul(G, p, precision=_HI)
 
 
-def _eqp_any(G, b, free, eq, block_sizes: tuple, project=None):
+def _eqp_any(G, b, free, eq, block_sizes: tuple, project=None, first=None):
     """Equality-constrained solve on ``free``, in the smallest block that holds it.
 
     Returns ``(h, mu, G h, p, G p)`` with ``p = project(h)`` (the identity
     without ``project``).  ``project`` must keep the support of ``h`` (the
     prior's projection of an equality-constrained iterate does: clipping at
     zero, and for the simplex a positive shift, since ``sum h = 1`` already);
-    in a block, ``p`` is taken on the block.
+    in a block, ``p`` is taken on the block. ``first``: see :func:`_eqp` (the
+    full-size branch only).
     """
     if not block_sizes:
         return _eqp_full(G, b, free, eq, project)
     branches = [functools.partial(_eqp_block, size=sz, project=project) for sz in block_sizes]
-    branches.append(functools.partial(_eqp_full, project=project))
+    branches.append(functools.partial(_eqp_full, project=project, first=first))
     i = jnp.searchsorted(jnp.asarray(block_sizes), jnp.sum(free))
     return lax.switch(i, [lambda G, b, free, eq, f=f: f(G, b, free, eq) for f in branches],
                       G, b, free, eq)
@@ -311,12 +323,15 @@ def _tolerances(h, tol, lg, bmax):
 
 
 def _active_set_solve(G, b, mask, eq, ineq, tol, lg, bmax, max_iters, max_total, history,
-                      A0, block_sizes):
+                      A0, block_sizes, chol0=None):
     """PDAS, then (if needed) the primal active-set fallback, in one loop.
 
     One ``lax.while_loop`` (one Cholesky per iteration) whose carry has a
     phase flag: phase 0 = PDAS, phase 1 = primal active set.  Without bounds
-    (``ineq`` False) the first iterate is accepted.  Returns
+    (``ineq`` False) the first iterate is accepted. ``chol0``: optional
+    ``(use, factor)``, the Cholesky factor of ``G`` on ``~A0`` computed before
+    the loop, and whether the first iteration takes it (it then depends on ``G``
+    alone, and XLA computes it once for a batch of solves with one ``G``). Returns
     (iterations, active set, h, terminated, finite).
     """
     n = G.shape[-1]
@@ -336,8 +351,9 @@ def _active_set_solve(G, b, mask, eq, ineq, tol, lg, bmax, max_iters, max_total,
         F = ~A
         free_s = F & mask
         # the projection of heq and its product serve only the history
-        heq, mu, g_heq, hp_eq, g_hp_eq = _eqp_any(G, b, F, eq, block_sizes,
-                                                  proj_finite if history else None)
+        heq, mu, g_heq, hp_eq, g_hp_eq = _eqp_any(
+            G, b, F, eq, block_sizes, proj_finite if history else None,
+            None if chol0 is None else ((k == 0) & chol0[0], chol0[1]))
         fin = _finite(heq) & jnp.isfinite(mu)
         lam = g_heq - b - mu  # bound multipliers (~0 on the free set)
         tau_h, tau_l = _tolerances(heq, tol, lg, bmax)
@@ -436,9 +452,20 @@ def _solve(G, b, mask, tol, eq, ineq, max_iters, max_fallback_iters, initial_act
         A0 = _warm_start(G, b, mask, eq, ineq, lg, warm_start)
     else:
         A0 = ~mask
+    # From the full support, the first factorisation is of G on the mask: outside
+    # the loop, where it does not depend on b (one original, many blurred images:
+    # one factor for the batch). Only with blocks (a single solve; under vmap the
+    # condition would evaluate both sides).
+    # (The full-size branch takes the first iteration when the support is larger
+    # than every block.)
+    first = None
+    if block_sizes and initial_active is None and not warm_start:
+        big = jnp.sum(mask) > block_sizes[-1]
+        first = (big, lax.cond(big, lambda: _masked_cholesky(G, mask),
+                               lambda: jnp.eye(mask.shape[-1], dtype=dt)))
     iters, A, h, done, fin, obj_h, opt_h = _active_set_solve(
         G, b, mask, eq, ineq, tol / 10, lg, bmax, max_iters, max_iters + max_fallback_iters,
-        history, A0, block_sizes)
+        history, A0, block_sizes, first)
     # polish: exact feasibility (clip the accepted -tau_h <= h_i < 0, renormalise)
     h = jnp.where(ineq, jnp.maximum(h, 0), h) * mask.astype(dt)
     h = jnp.where(eq, h / jnp.sum(h), h)

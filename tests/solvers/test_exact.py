@@ -394,3 +394,19 @@ def test_engine_reports_the_active_set_iterations_and_their_history():
     assert 0 < int(est.stats["active_taps"]) < 49
     err = np.asarray(est.error_history)
     assert np.isnan(err).all()  # no reference given
+
+
+@pytest.mark.parametrize("prior", ["simplex", "nonneg"])
+def test_free_blocks_give_the_full_factorisation_answer(prior):
+    """Blocks (and the first factor, taken outside the loop) change the cost, not the answer."""
+    G, b, _ = conv_problem(0.7, "motion", k=11, N=40, noise=0.02)
+    n = b.shape[0]
+    supports = (np.ones(n, bool),  # larger than every block: the first factor is precomputed
+                np.arange(n) < 60)  # fits a block: the first iteration factors a block
+    for mask in supports:
+        full = solve_qp(G, b, prior=prior, mask=mask, warm_start=0)
+        blocked = solve_qp(G, b, prior=prior, mask=mask, block_sizes=(32, 64))
+        assert bool(full.converged) and bool(blocked.converged)
+        np.testing.assert_allclose(blocked.solution, full.solution, rtol=1e-9, atol=1e-12)
+        assert int(blocked.iterations) == int(full.iterations)
+        assert not np.any(np.asarray(blocked.solution)[~mask])
