@@ -61,13 +61,48 @@ def _box_means(y, r: int):
     return s / (Mp * Np)
 
 
-def noise_sigma(y, r: int = DEFAULT_PATCH_SIZE):
-    """σ of a validated 2-D image (traceable; :func:`estimate_noise` without the checks)."""
+# Images above this many pixels get their patch moments strip by strip: the FFTs of
+# the whole image were ~200 MB of a 2048² estimate's peak.
+_STRIP_PIXELS = 1 << 18
+
+
+def _patch_second_moments(y, r: int, strip_rows: int | None = None):
+    """Sum over all ``r × r`` patches of their outer products, ``(r², r²)``.
+
+    The patches whose top rows lie in ``[i, i + S)`` come from the rows
+    ``[i, i + S + r - 1)``, so the sum over strips of ``S`` patch rows is the
+    whole image's: exact, with FFT buffers a strip high instead of the image.
+    """
+    m, n = y.shape
+    P = m - r + 1  # patch rows
+    if strip_rows is None:
+        strip_rows = max(_STRIP_PIXELS // max(n, 1) - r + 1, 8 * r)
+    S = int(strip_rows)
+    full = P // S
+    if full < 2:
+        return _gram._gram_impl(y, r, r, "valid")
+
+    def strip(i, acc):
+        rows = jax.lax.dynamic_slice_in_dim(y, i * S, S + r - 1, axis=0)
+        return acc + _gram._gram_impl(rows, r, r, "valid")
+
+    acc = jax.lax.fori_loop(0, full, strip, jnp.zeros((r * r, r * r), y.dtype))
+    if full * S < P:
+        acc = acc + _gram._gram_impl(y[full * S:], r, r, "valid")
+    return acc
+
+
+def noise_sigma(y, r: int = DEFAULT_PATCH_SIZE, strip_rows: int | None = None):
+    """σ of a validated 2-D image (traceable; :func:`estimate_noise` without the checks).
+
+    ``strip_rows`` (static): patch rows per strip of the moment sum (default: strips of
+    about 2¹⁸ pixels, the whole image when that makes fewer than two).
+    """
     m, n = y.shape
     N = (m - r + 1) * (n - r + 1)
     y = y - jnp.mean(y)
     # gram[(p, q), (p', q')] = sum over patches of y[i + r-1-p, j + r-1-q] * (...)'
-    second = _gram._gram_impl(y, r, r, "valid") / N
+    second = _patch_second_moments(y, r, strip_rows) / N
     mu = _box_means(y, r)[::-1, ::-1].reshape(-1)  # same (flipped) tap order
     cov = second - jnp.outer(mu, mu)
     cov = 0.5 * (cov + cov.T)
