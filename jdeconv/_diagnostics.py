@@ -195,7 +195,8 @@ def _sharpness(a, used, noise_sigma: float = 0.0) -> float:
         if min(a.shape) < 2:
             return math.nan
         dr, dc = a[1:] - a[:-1], a[:, 1:] - a[:, :-1]
-        d = float(np.einsum("ij,ij->", dr, dr)) / dr.size + float(np.einsum("ij,ij->", dc, dc)) / dc.size
+        d = (float(np.einsum("ij,ij->", dr, dr)) / dr.size
+             + float(np.einsum("ij,ij->", dc, dc)) / dc.size)
         d, v = d - 4.0 * s2, float(np.var(a)) - s2
         return d / v if v > 0 and d > 0 else math.nan
     a = np.where(ok, a, 0.0)

@@ -454,10 +454,9 @@ def _solve(G, b, mask, tol, eq, ineq, max_iters, max_fallback_iters, initial_act
         A0 = ~mask
     # From the full support, the first factorisation is of G on the mask: outside
     # the loop, where it does not depend on b (one original, many blurred images:
-    # one factor for the batch). Only with blocks (a single solve; under vmap the
-    # condition would evaluate both sides).
-    # (The full-size branch takes the first iteration when the support is larger
-    # than every block.)
+    # one factor for the batch). It serves when the full-size branch takes the first
+    # iteration (a support larger than every block). Only with blocks, i.e. a single
+    # solve: under vmap the conditions would evaluate both sides.
     first = None
     if block_sizes and initial_active is None and not warm_start:
         big = jnp.sum(mask) > block_sizes[-1]
