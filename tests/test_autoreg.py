@@ -228,25 +228,33 @@ def test_engine_auto_regularization_reports_weight_noise_and_fit():
     np.testing.assert_allclose(batch.kernel[0], est.kernel, atol=1e-9)
 
 
-@pytest.mark.parametrize("stencil", [(1.0, 0.0), (0.0, 1.0), (0.5, 2.0)])
+_DOF_DENSE = jax.jit(lambda gram, R, free, eq, blocks: _autoreg._dof(gram, R, 0.3, free, eq, blocks),
+                     static_argnums=(3, 4))
+_DOF_STENCIL = jax.jit(
+    lambda gram, R, free, a, b, eq, blocks: _autoreg._dof(
+        gram, R, 0.3, free, eq, blocks, stencil=(a, b), kernel_shape=(6, 5)),
+    static_argnums=(5, 6))
+
+
 @pytest.mark.parametrize("eq", [False, True])
-def test_dof_from_the_stencil_equals_the_dense_solve(stencil, eq):
-    # 6 x 5 kernel grid, 30 taps: a random face, blocks of 16 and the full matrix
+def test_dof_from_the_stencil_equals_the_dense_solve(eq):
+    # 6 x 5 kernel grid, 30 taps: random faces, blocks of 16 and the full matrix; the
+    # stencil's weights are traced (one program for all three)
     import jax.numpy as jnp
     from jdeconv import _regularizers
     rng = np.random.default_rng(3)
     shape, n = (6, 5), 30
     A = rng.standard_normal((80, n))
     gram = jnp.asarray(A.T @ A)
-    R = _regularizers.traced_quadratic(shape, stencil[0], stencil[1], jnp.float64)
-    for free in (rng.random(n) < 0.4, rng.random(n) < 0.8):
-        free = jnp.asarray(free)
-        for blocks in ((), (16,)):
-            dense = _autoreg._dof(gram, R, 0.3, free, eq, blocks)
-            fast = _autoreg._dof(gram, R, 0.3, free, eq, blocks, stencil=stencil,
-                                 kernel_shape=shape)
-            np.testing.assert_allclose(fast, dense, rtol=1e-10)
-    assert 0 < float(dense) < int(free.sum())
+    for a, b in ((1.0, 0.0), (0.0, 1.0), (0.5, 2.0)):
+        R = _regularizers.traced_quadratic(shape, a, b, jnp.float64)
+        for free in (rng.random(n) < 0.4, rng.random(n) < 0.8):
+            free = jnp.asarray(free)
+            for blocks in ((), (16,)):
+                dense = _DOF_DENSE(gram, R, free, eq, blocks)
+                fast = _DOF_STENCIL(gram, R, free, a, b, eq, blocks)
+                np.testing.assert_allclose(fast, dense, rtol=1e-10)
+            assert 0 < float(dense) < int(free.sum())
 
 
 @pytest.mark.parametrize("s", [5, 64, 100, 130])
@@ -254,6 +262,6 @@ def test_lower_inverse_by_halves(s):
     rng = np.random.default_rng(s)
     A = rng.standard_normal((s, 2 * s))
     L = np.linalg.cholesky(A @ A.T)
-    W = np.asarray(_autoreg._lower_inverse(jax.numpy.asarray(L), base=16))
+    W = np.asarray(jax.jit(_autoreg._lower_inverse, static_argnums=1)(jax.numpy.asarray(L), 16))
     np.testing.assert_allclose(W @ L, np.eye(s), atol=1e-9)
     assert np.all(np.triu(W, 1) == 0)
