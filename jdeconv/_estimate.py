@@ -602,8 +602,9 @@ def _raise_unless_successful(est: KernelEstimate) -> None:
                         "Pass throw=False to get the result with its code instead.")
 
 
-def _weights_arrays(weights, dtype, lead=()):
-    return {k: jnp.full(lead, v, dtype) for k, v in weights.items()}
+def _weights_arrays(weights, dtype):
+    """The regulariser weights as 0-d arrays (traced: a new weight does not recompile)."""
+    return {k: jnp.asarray(v, dtype) for k, v in weights.items()}
 
 
 def estimate_kernel(x, y, kernel_shape, *, max_kernel_shape=None, mode: _names.Mode = "valid",
