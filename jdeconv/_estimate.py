@@ -23,7 +23,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jdeconv import (_autoreg, _blas_threads, _conv, _diagnostics, _geometry, _gram, _implicit, _kernel_size,
                      _matrix_free, _names, _noise_level, _priors, _problem, _progress,
-                     _regularizers, _uncertainty, _validation, _weighted_gram)
+                     _regularizers, _schedule, _uncertainty, _validation, _weighted_gram)
 from jdeconv._objective import Objective, lipschitz
 from jdeconv._solution import RESULTS, EstimateError, KernelEstimate
 from jdeconv._solvers import _driver, adam, exact, fista, fourier, gd, momentum
@@ -229,17 +229,6 @@ def _two_point(first, last, size, dtype):
     return jnp.full((size,), jnp.nan, dtype).at[0].set(first).at[1].set(last)
 
 
-def _materialize(a):
-    """``a``, computed once into a buffer of its own.
-
-    XLA otherwise fuses ``a``'s producer into each consumer and recomputes it
-    there (for the normal matrix, ~10 ms per consumer at 31×31 on 2 cores).
-    ``lax.optimization_barrier`` does not stop that on the CPU (it is expanded
-    before fusion); a conditional's operand is always materialised.
-    """
-    return jax.lax.cond(jnp.isnan(a[0, 0]), lambda a: a + 0, lambda a: a, a)
-
-
 def _dof_free(gram, reg, free, eq, regularized, stencil, kernel_shape, block_sizes):
     """Effective degrees of freedom of the estimate on its face (see :mod:`jdeconv._autoreg`).
 
@@ -285,7 +274,7 @@ def _core(x, y, support, weights, tol, reference, candidates, w, *, kernel_shape
     used = jnp.sum(w0 > 0).astype(dtype) if w0 is not None else jnp.asarray(y.size, dtype)
     basis = _weighted_gram._basis(y.shape, model.background, dtype) if nb else None
 
-    def model_image(kt, c):
+    def model_image(kt, c, xp=xp):
         out = _conv.valid_conv(xp, kt.reshape(kernel_shape))
         return out if nb == 0 else out + jnp.tensordot(c, basis, axes=1)
 
@@ -306,14 +295,21 @@ def _core(x, y, support, weights, tol, reference, candidates, w, *, kernel_shape
             return jnp.zeros((0,), dtype)
         return _weighted_gram.recover_background(elim, kt)
 
-    def weighted_residual(kt, c, wt, offset=0.0):
-        r = model_image(kt, c) + offset - y
+    def weighted_residual(kt, c, wt, offset=0.0, xp=xp):
+        r = model_image(kt, c, xp) + offset - y
         return r if wt is None else jnp.sqrt(wt) * jnp.where(wt > 0, r, 0)
 
     def finish(h, result, opt, iters, hist, errs, objective, L, wts, dof, stats, elim=None,
                wt=None, face=None, offset=0.0, variance=None):
         c = background_of(elim, h)
-        r = weighted_residual(h, c, wt, offset)
+        # The image-size work of the diagnostics (the residual's FFTs, the noise level)
+        # once the estimate exists: left free, XLA schedules it beside the normal
+        # equations or holds its buffers through the solve (67 MB at 2048²). For the
+        # original only on large images: a shared original's FFT is otherwise computed
+        # once for a whole batch (2 ms a pair at 255²), and under vmap the condition
+        # would become a select that copies it for every pair.
+        late = not batched and xp.size >= _schedule.LARGE_PIXELS
+        r = weighted_residual(h, c, wt, offset, _schedule.after(xp, h) if late else xp)
         rss = jnp.vdot(r, r)
         if variance is not None:  # Poisson: Pearson's statistic, each pixel's own variance
             pearson = jnp.vdot(r / jnp.sqrt(variance), r / jnp.sqrt(variance))
@@ -322,7 +318,7 @@ def _core(x, y, support, weights, tol, reference, candidates, w, *, kernel_shape
         elif model.inverse_variance:
             sigma = jnp.ones((), dtype)  # weighted residuals of a good fit have unit variance
         else:
-            filled = y if wt is None else jnp.where(wt > 0, y, model_image(h, c))
+            filled = _schedule.after(y, h) if wt is None else jnp.where(wt > 0, y, model_image(h, c))
             sigma = _autoreg._noise_sigma_or_nan(filled)
             # Quantised data: the noise is at least the quantisation noise q/sqrt(12). The
             # patch estimate reads image structure where the true noise is below it (clean
@@ -406,8 +402,10 @@ def _core(x, y, support, weights, tol, reference, candidates, w, *, kernel_shape
 
     ne, elim = build(wt)
     # Materialise the normal matrix once: left to itself, XLA fuses its assembly
-    # (gathers over the lag terms) into every consumer and recomputes it there.
-    ne = ne._replace(gram=_materialize(ne.gram))
+    # (gathers over the lag terms) into every consumer and recomputes it there. The
+    # right-hand side too: it is a slice of an FFT the size of the image, which the
+    # fused consumers otherwise keep alive through the whole solve (36 MB at 2048²).
+    ne = ne._replace(gram=_schedule.materialize(ne.gram), rhs=_schedule.materialize(ne.rhs))
     scale = jnp.trace(ne.gram) / n
     bmax = jnp.max(jnp.abs(jnp.where(mask, ne.rhs, 0)))
 

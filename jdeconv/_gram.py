@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jdeconv import _conv, _geometry, _names, _validation
+from jdeconv import _conv, _geometry, _names, _schedule, _validation
 
 __all__ = ["NormalEquations", "gram_matrix", "normal_rhs", "normal_equations",
            "quadratic_value", "gram_matvec"]
@@ -159,6 +159,13 @@ def _row_blocks(a, blocks, extra: int):
     return jnp.stack([a[r0 : r1 + extra] for r0, r1 in blocks])
 
 
+# Above this many bytes of (row, lag) spectra, _border_corr forms them in chunks of
+# rows; above _CORNER_BYTES of row-pair products, _corner_terms takes one block of
+# border rows at a time. Both only bound the memory of large problems.
+_BORDER_BYTES = 1 << 24
+_CORNER_BYTES = 1 << 24
+
+
 def _border_corr(x, xpad, blocks, k: int, l: int):
     """``C[u, dp+k-1, dq+l-1] = sum_v x[u, v] x[u+dp, v+dq]`` for the rows u in blocks.
 
@@ -182,7 +189,21 @@ def _border_corr(x, xpad, blocks, k: int, l: int):
         fu = jnp.fft.rfft(u, nf)
         fw = jnp.fft.rfft(w, nf)
         wi = np.arange(nu)[:, None] + np.arange(T)[None, :]
-        c = jnp.fft.irfft(jnp.conj(fu)[:, :, None, :] * fw[:, wi], nf)[..., :S]
+
+        def rows(fu_r, wi_r):  # border rows r of every block: (B, len(r), T, S)
+            return jnp.fft.irfft(jnp.conj(fu_r)[:, :, None, :] * fw[:, wi_r], nf)[..., :S]
+
+        # The spectra of every (row, lag) pair (B nu T (nf/2 + 1) complex numbers)
+        # are 60 MB at 2048² with a 31 x 31 kernel, and three such buffers were the
+        # whole call's peak: above _BORDER_BYTES they are formed a few rows at a time.
+        per_row = B * T * (nf // 2 + 1) * 2 * x.dtype.itemsize
+        chunk = max(1, _BORDER_BYTES // per_row)
+        if chunk >= nu:
+            c = rows(fu, wi)
+        else:
+            c = lax.map(lambda a: rows(a[0][:, None], a[1][None]),
+                        (jnp.moveaxis(fu, 1, 0), wi), batch_size=chunk)  # (nu, B, 1, T, S)
+            c = jnp.moveaxis(c[:, :, 0], 0, 1)
     return c.reshape((B * nu, T, S))
 
 
@@ -206,9 +227,21 @@ def _corner_terms(xpad, rp: _AxisPlan, cp: _AxisPlan, k: int, l: int):
     nu = nw - (2 * k - 2)
     rhs = rows[:, :, cols]  # (B, nw, l, J): right factor, rows u + dp
     lhs = rhs[:, k - 1 : k - 1 + nu] * jnp.asarray(signs, xpad.dtype)[None, None, None, :]  # rows u, signed
-    q = jnp.einsum("xubj,xwcj->xuwbc", lhs, rhs, precision=_HI)  # (B, nu, nw, l, l)
-    h = jax.vmap(lambda q: _band(q, T))(q).reshape((B * nu, T, l, l))
-    return jnp.einsum("pu,utbc->ptbc", jnp.asarray(rp.weights, xpad.dtype), h, precision=_HI)
+    weights = jnp.asarray(rp.weights, xpad.dtype)  # (k, B nu)
+    if B * nu * nw * l * l * xpad.dtype.itemsize <= _CORNER_BYTES:
+        q = jnp.einsum("xubj,xwcj->xuwbc", lhs, rhs, precision=_HI)  # (B, nu, nw, l, l)
+        h = jax.vmap(lambda q: _band(q, T))(q).reshape((B * nu, T, l, l))
+        return jnp.einsum("pu,utbc->ptbc", weights, h, precision=_HI)
+
+    # Above _CORNER_BYTES, one block of border rows at a time (the products of all
+    # row pairs are 41 MB with a 31 x 31 kernel, whatever the image size; smaller
+    # chunks cost more in accumulating the (k, T, l, l) result than they save).
+    def add_block(blk, acc):
+        q = jnp.einsum("ubj,wcj->uwbc", lhs[blk], rhs[blk], precision=_HI)  # (nu, nw, l, l)
+        w = lax.dynamic_slice_in_dim(weights, blk * nu, nu, axis=1)  # (k, nu)
+        return acc + jnp.einsum("pu,utbc->ptbc", w, _band(q, T), precision=_HI)
+
+    return lax.fori_loop(0, B, add_block, jnp.zeros((k, T, l, l), xpad.dtype))
 
 
 def _skew(v, row_axis: int, lag_axis: int):
@@ -399,6 +432,10 @@ def normal_equations_impl(x, y, kernel_shape, mode: str, rhs_method: str = "auto
     if X is None:
         X = jnp.fft.rfft2(x, s=s)
     gram = _gram_impl(x, k, l, mode, X=X, s=s)
+    # The right-hand side after the normal matrix: left free, XLA interleaves the two,
+    # and the spectra of y and of both products are alive at once (4 image-size
+    # complex buffers, 140 MB at 2048²).
+    y = _schedule.after(y, gram)
     rhs = rhs_impl(x, y, kernel_shape, mode, rhs_method, X=X)
     return NormalEquations(gram, rhs, 0.5 * _sum(y * y))
 
