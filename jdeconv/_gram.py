@@ -101,9 +101,33 @@ def _lag_gather(r, k: int, l: int):
 
 
 def _autocorr_full(X, s, k: int, l: int):
-    """Zero-padded autocorrelation R[dp, dq] = sum x[u,v] x[u+dp, v+dq] (lags < (k, l))."""
-    r = jnp.fft.irfft2(X * jnp.conj(X), s=s)
-    return _lag_gather(r, k, l)
+    """Zero-padded autocorrelation R[dp, dq] = sum x[u,v] x[u+dp, v+dq] (lags < (k, l)).
+
+    ``X = rfft2(x, s)`` with ``s`` large enough for no wrap-around. Only the
+    ``(2k-1) x (2l-1)`` lags are needed, so instead of the inverse FFT of the
+    whole power spectrum, a partial inverse DFT: the power spectrum ``|X|²`` is
+    real and even, and ``R = (C_Pᵀ S C_Q − S_Pᵀ S S_Q) / (P Q)`` with the
+    cosines and sines of the lags' angles (the half spectrum's columns counted
+    twice but for the first and, for even ``Q``, the last). Two real matrix
+    products of ``(P, Q/2+1)`` by ``(Q/2+1, 2l-1)`` were as fast as the inverse
+    FFT at 64²-sized problems and 1.5x faster at 2048² (45 against 69 ms), and
+    need no image-size complex product and inverse (74 MB at 2048²).
+    """
+    P, Q = s
+    dt = X.real.dtype
+    S = X.real * X.real + X.imag * X.imag  # (P, Q // 2 + 1), real
+    f = jnp.arange(X.shape[-1])
+    wf = jnp.where((f == 0) | ((Q % 2 == 0) & (f == Q // 2)), 1.0, 2.0).astype(dt)
+
+    def cos_sin(n, idx, lags):  # angles 2 pi idx lag / n, reduced exactly in integers
+        ang = (2 * np.pi / n) * ((idx[:, None] * lags[None, :]) % n).astype(dt)
+        return jnp.cos(ang), jnp.sin(ang)
+
+    cq, sq = cos_sin(Q, f, jnp.arange(-(l - 1), l))
+    cp, sp = cos_sin(P, jnp.arange(P), jnp.arange(-(k - 1), k))
+    a = jnp.matmul(S, wf[:, None] * cq, precision=_HI)  # (P, 2l - 1)
+    b = jnp.matmul(S, wf[:, None] * sq, precision=_HI)
+    return (jnp.matmul(cp.T, a, precision=_HI) - jnp.matmul(sp.T, b, precision=_HI)) / (P * Q)
 
 
 # --------------------------------------------------------------- valid-mode machinery
@@ -166,16 +190,31 @@ _BORDER_BYTES = 1 << 24
 _CORNER_BYTES = 1 << 24
 
 
-def _border_corr(x, xpad, blocks, k: int, l: int):
+def _padded_row_blocks(x, blocks, k: int, l: int):
+    """``_row_blocks(pad(x, ((k-1, k-1), (l-1, l-1))), blocks, 2k - 2)``, padding only the strips.
+
+    (A padded copy of the whole image, read by several consumers, was an
+    image-size buffer of its own.)
+    """
+    m = x.shape[0]
+    strips = []
+    for r0, r1 in blocks:
+        lo, hi = r0 - (k - 1), r1 + (k - 1)
+        a, b = max(lo, 0), min(hi, m)
+        strips.append(jnp.pad(x[a:b], ((a - lo, hi - b), (l - 1, l - 1))))
+    return jnp.stack(strips)
+
+
+def _border_corr(x, blocks, k: int, l: int):
     """``C[u, dp+k-1, dq+l-1] = sum_v x[u, v] x[u+dp, v+dq]`` for the rows u in blocks.
 
-    ``xpad`` is x zero-padded by (k-1, l-1) on every side.  Float32 uses a direct 1-D
+    Rows outside x are zeros (x zero-padded by (k-1, l-1) on every side).  Float32 uses a direct 1-D
     correlation (exact dot products); float64 a row FFT (XLA's f64 conv is slow on CPU).
     """
     n = x.shape[1]
     T, S = 2 * k - 1, 2 * l - 1
     u = _row_blocks(x, blocks, 0)  # (B, nu, n)
-    w = _row_blocks(xpad, blocks, 2 * k - 2)  # (B, nu + 2k - 2, n + 2l - 2): rows u + dp
+    w = _padded_row_blocks(x, blocks, k, l)  # (B, nu + 2k - 2, n + 2l - 2): rows u + dp
     B, nu = u.shape[:2]
     if x.dtype == jnp.float32:
 
@@ -207,7 +246,7 @@ def _border_corr(x, xpad, blocks, k: int, l: int):
     return c.reshape((B * nu, T, S))
 
 
-def _corner_terms(xpad, rp: _AxisPlan, cp: _AxisPlan, k: int, l: int):
+def _corner_terms(x, rp: _AxisPlan, cp: _AxisPlan, k: int, l: int):
     """Border rows x border columns term, as ``V[p, dp+k-1, b, b']`` (see _valid_gram).
 
     Columns use the "aligned segment" form: for the signed border-column segments,
@@ -220,15 +259,15 @@ def _corner_terms(xpad, rp: _AxisPlan, cp: _AxisPlan, k: int, l: int):
     cols = np.concatenate(
         [(l - 1) + bc[qb][:, None] + dc * np.arange(nc)[None, :] for _, bc, dc, nc in cp.segments],
         axis=1,
-    )  # (l, J): Z[w, b, j] = xpad[w, cols[b, j]]
+    )  # (l, J): Z[w, b, j] = xpad[w, cols[b, j]] (xpad: x zero-padded by (k-1, l-1))
     signs = np.concatenate([np.full(nc, float(sc)) for sc, _, _, nc in cp.segments])
-    rows = _row_blocks(xpad, rp.blocks, 2 * k - 2)  # (B, nw, n + 2l - 2)
+    rows = _padded_row_blocks(x, rp.blocks, k, l)  # (B, nw, n + 2l - 2), x zero-padded
     B, nw = rows.shape[:2]
     nu = nw - (2 * k - 2)
     rhs = rows[:, :, cols]  # (B, nw, l, J): right factor, rows u + dp
-    lhs = rhs[:, k - 1 : k - 1 + nu] * jnp.asarray(signs, xpad.dtype)[None, None, None, :]  # rows u, signed
-    weights = jnp.asarray(rp.weights, xpad.dtype)  # (k, B nu)
-    if B * nu * nw * l * l * xpad.dtype.itemsize <= _CORNER_BYTES:
+    lhs = rhs[:, k - 1 : k - 1 + nu] * jnp.asarray(signs, x.dtype)[None, None, None, :]  # rows u, signed
+    weights = jnp.asarray(rp.weights, x.dtype)  # (k, B nu)
+    if B * nu * nw * l * l * x.dtype.itemsize <= _CORNER_BYTES:
         q = jnp.einsum("xubj,xwcj->xuwbc", lhs, rhs, precision=_HI)  # (B, nu, nw, l, l)
         h = jax.vmap(lambda q: _band(q, T))(q).reshape((B * nu, T, l, l))
         return jnp.einsum("pu,utbc->ptbc", weights, h, precision=_HI)
@@ -241,7 +280,7 @@ def _corner_terms(xpad, rp: _AxisPlan, cp: _AxisPlan, k: int, l: int):
         w = lax.dynamic_slice_in_dim(weights, blk * nu, nu, axis=1)  # (k, nu)
         return acc + jnp.einsum("pu,utbc->ptbc", w, _band(q, T), precision=_HI)
 
-    return lax.fori_loop(0, B, add_block, jnp.zeros((k, T, l, l), xpad.dtype))
+    return lax.fori_loop(0, B, add_block, jnp.zeros((k, T, l, l), x.dtype))
 
 
 def _skew(v, row_axis: int, lag_axis: int):
@@ -293,19 +332,18 @@ def _valid_gram(x, R, k: int, l: int):
     m, n = x.shape
     dt = x.dtype
     rp, cp = _axis_plan(m, k), _axis_plan(n, l)
-    xpad = jnp.pad(x, ((k - 1, k - 1), (l - 1, l - 1)))
     has_r, has_c = len(rp.index) > 0, len(cp.index) > 0
     terms = {}
     if rp.alpha and cp.alpha:
         terms["R"] = R
     if cp.alpha and has_r:  # border rows x all columns
-        rc = _border_corr(x, xpad, rp.blocks, k, l)  # (u, t, s)
+        rc = _border_corr(x, rp.blocks, k, l)  # (u, t, s)
         terms["Vp"] = jnp.einsum("pu,uts->pts", jnp.asarray(rp.weights, dt), rc, precision=_HI)
     if rp.alpha and has_c:  # all rows x border columns
-        cc = _border_corr(x.T, xpad.T, cp.blocks, l, k)  # (v, s, t)
+        cc = _border_corr(x.T, cp.blocks, l, k)  # (v, s, t)
         terms["Vq"] = jnp.einsum("qv,vst->qts", jnp.asarray(cp.weights, dt), cc, precision=_HI)
     if has_r and cp.segments:  # border rows x border columns
-        terms["Vc"] = _corner_terms(xpad, rp, cp, k, l)
+        terms["Vc"] = _corner_terms(x, rp, cp, k, l)
     return _lag_terms_to_gram(k, l, **terms)
 
 
