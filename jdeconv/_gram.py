@@ -100,34 +100,54 @@ def _lag_gather(r, k: int, l: int):
     return jnp.take(jnp.take(r, ri, axis=0), ci, axis=1)
 
 
+def _irfft2_at(zr, zi, s, row_lags, col_lags):
+    """``irfft2(zr + i zi, s)[row_lags, col_lags]`` (indices mod ``s``) by a partial inverse DFT.
+
+    Only a few lags of an image-size inverse transform are needed: with the
+    cosines and sines of their angles, ``c = (C_Pᵀ A − S_Pᵀ B) / (P Q)``,
+    ``A = zr C_Q − zi S_Q``, ``B = zr S_Q + zi C_Q`` (the half spectrum's
+    columns counted twice but for the first and, for even ``Q``, the last).
+    Real matrix products of ``(P, Q/2+1)`` by ``(Q/2+1, lags)``: at 2048² with a
+    31 x 31 kernel 1.5x (autocorrelation) and 1.8x (right-hand side) faster than
+    the inverse FFT, as fast or faster at every smaller size measured, and no
+    image-size complex product or inverse to hold (74 MB at 2048²).
+
+    Args:
+      zr, zi: (P, Q // 2 + 1) real and imaginary parts of the half spectrum
+        (``zi`` None: zero).
+      s: ``(P, Q)``.
+      row_lags, col_lags: integer lags (numpy, any sign).
+
+    Returns:
+      (len(row_lags), len(col_lags)) array.
+    """
+    P, Q = s
+    dt = zr.dtype
+    f = np.arange(zr.shape[-1])
+    wf = jnp.asarray(np.where((f == 0) | ((Q % 2 == 0) & (f == Q // 2)), 1.0, 2.0), dt)
+
+    def cos_sin(n, idx, lags):  # angles 2 pi idx lag / n, reduced exactly in integers
+        ang = (2 * np.pi / n) * ((jnp.arange(idx)[:, None] * jnp.asarray(lags)[None, :]) % n)
+        return jnp.cos(ang.astype(dt)), jnp.sin(ang.astype(dt))
+
+    cq, sq = cos_sin(Q, zr.shape[-1], col_lags)
+    cq, sq = wf[:, None] * cq, wf[:, None] * sq
+    cp, sp = cos_sin(P, P, row_lags)
+    mm = functools.partial(jnp.matmul, precision=_HI)
+    a, b = mm(zr, cq), mm(zr, sq)  # (P, len(col_lags))
+    if zi is not None:
+        a, b = a - mm(zi, sq), b + mm(zi, cq)
+    return (mm(cp.T, a) - mm(sp.T, b)) / (P * Q)
+
+
 def _autocorr_full(X, s, k: int, l: int):
     """Zero-padded autocorrelation R[dp, dq] = sum x[u,v] x[u+dp, v+dq] (lags < (k, l)).
 
-    ``X = rfft2(x, s)`` with ``s`` large enough for no wrap-around. Only the
-    ``(2k-1) x (2l-1)`` lags are needed, so instead of the inverse FFT of the
-    whole power spectrum, a partial inverse DFT: the power spectrum ``|X|²`` is
-    real and even, and ``R = (C_Pᵀ S C_Q − S_Pᵀ S S_Q) / (P Q)`` with the
-    cosines and sines of the lags' angles (the half spectrum's columns counted
-    twice but for the first and, for even ``Q``, the last). Two real matrix
-    products of ``(P, Q/2+1)`` by ``(Q/2+1, 2l-1)`` were as fast as the inverse
-    FFT at 64²-sized problems and 1.5x faster at 2048² (45 against 69 ms), and
-    need no image-size complex product and inverse (74 MB at 2048²).
+    ``X = rfft2(x, s)`` with ``s`` large enough for no wrap-around; the power
+    spectrum ``|X|²`` is real (see :func:`_irfft2_at`).
     """
-    P, Q = s
-    dt = X.real.dtype
-    S = X.real * X.real + X.imag * X.imag  # (P, Q // 2 + 1), real
-    f = jnp.arange(X.shape[-1])
-    wf = jnp.where((f == 0) | ((Q % 2 == 0) & (f == Q // 2)), 1.0, 2.0).astype(dt)
-
-    def cos_sin(n, idx, lags):  # angles 2 pi idx lag / n, reduced exactly in integers
-        ang = (2 * np.pi / n) * ((idx[:, None] * lags[None, :]) % n).astype(dt)
-        return jnp.cos(ang), jnp.sin(ang)
-
-    cq, sq = cos_sin(Q, f, jnp.arange(-(l - 1), l))
-    cp, sp = cos_sin(P, jnp.arange(P), jnp.arange(-(k - 1), k))
-    a = jnp.matmul(S, wf[:, None] * cq, precision=_HI)  # (P, 2l - 1)
-    b = jnp.matmul(S, wf[:, None] * sq, precision=_HI)
-    return (jnp.matmul(cp.T, a, precision=_HI) - jnp.matmul(sp.T, b, precision=_HI)) / (P * Q)
+    return _irfft2_at(X.real * X.real + X.imag * X.imag, None, s,
+                      np.arange(-(k - 1), k), np.arange(-(l - 1), l))
 
 
 # --------------------------------------------------------------- valid-mode machinery
@@ -408,13 +428,13 @@ def _rhs_fft(x, y, k: int, l: int, mode: str, X=None, s=None):
         s = (_conv.fast_len(m + k - 1), _conv.fast_len(n + l - 1))
         X = jnp.fft.rfft2(x, s=s)
     Y = jnp.fft.rfft2(y, s=s)
+    re = X.real * Y.real + X.imag * Y.imag  # Re(X conj(Y)) = Re(conj(X) Y)
+    im = X.imag * Y.real - X.real * Y.imag  # Im(X conj(Y)) = -Im(conj(X) Y)
     if mode == "full":
-        # b[a, b] = sum_u x[u] y[u + a]; u + a <= m+k-2 < P: no wrap-around.
-        c = jnp.fft.irfft2(jnp.conj(X) * Y, s=s)
-        return c[:k, :l].reshape(-1)
-    # valid: c[p] = sum_i y[i] x[i + p], i + p <= m - 1: no wrap-around.
-    c = jnp.fft.irfft2(X * jnp.conj(Y), s=s)
-    return c[:k, :l][::-1, ::-1].reshape(-1)
+        # b[a, b] = sum_u x[u] y[u + a] = irfft2(conj(X) Y)[a, b]; u + a <= m+k-2 < P.
+        return _irfft2_at(re, -im, s, np.arange(k), np.arange(l)).reshape(-1)
+    # valid: c[p] = sum_i y[i] x[i + p] = irfft2(X conj(Y))[p], i + p <= m - 1: no wrap-around.
+    return _irfft2_at(re, im, s, np.arange(k), np.arange(l))[::-1, ::-1].reshape(-1)
 
 
 def _rhs_method(m, n, k, l, mode, method, dtype):
