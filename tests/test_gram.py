@@ -152,9 +152,9 @@ def test_rhs_direct_and_fft_agree(mode):
 
 
 def test_large_image_chunks_equal_whole(monkeypatch):
-    """Above a size threshold the border correlations are formed a few rows at a time
-    and the corner terms one block at a time: the same matrix (checked with tiny
-    thresholds, so that every chunk path runs, including a remainder of rows)."""
+    """Above a size threshold the border correlations are formed a few rows at a time:
+    the same matrix (checked with a tiny threshold, so that the chunks run, including
+    a remainder of rows)."""
     from jdeconv import _conv, _gram
 
     rng = np.random.default_rng(3)
@@ -164,7 +164,6 @@ def test_large_image_chunks_equal_whole(monkeypatch):
     # the spectra of one border row against its 2k - 1 lags, for both blocks
     per_row = 2 * (2 * k - 1) * (_conv.fast_len(n + 2 * l - 2) // 2 + 1) * 16
     monkeypatch.setattr(_gram, "_BORDER_BYTES", 2 * per_row)  # rows 2 + 2 + 1; columns 2 + 2
-    monkeypatch.setattr(_gram, "_CORNER_BYTES", 1)
     # a fresh jit: the thresholds are read when the program is traced
     ne = jax.jit(_gram.normal_equations_impl, static_argnums=(2, 3))(
         jnp.asarray(x), jnp.asarray(y), (k, l), "valid")
