@@ -163,6 +163,10 @@ def _looks_like_8bit_scale(a) -> bool:
     host = np.asarray(a)
     if host.dtype.kind != "f":
         return False
+    probe = host.ravel()[:4096]  # real float images fail here, without a pass over the image
+    probe = probe[np.isfinite(probe)]
+    if probe.size and not np.allclose(probe, np.round(probe)):
+        return False
     finite = host[np.isfinite(host)]
     if finite.size == 0 or finite.max() <= 1.5:
         return False
@@ -173,7 +177,7 @@ def input_messages(x, y) -> list[str]:
     """Warnings about the inputs alone (cheap, host-side)."""
     out = []
     yh = np.asarray(y)
-    finite = yh[np.isfinite(yh)]
+    finite = yh if np.isfinite(yh).all() else yh[np.isfinite(yh)]  # no copy when all finite
     if finite.size and np.ptp(finite) == 0:
         what = "all zero" if finite.max() == 0 else "constant"
         out.append(f"the blurred image is {what}: it carries no information about the kernel "
@@ -194,10 +198,19 @@ def _sharpness(a, used, noise_sigma: float = 0.0) -> float:
     if ok.all():  # every pixel used: no masked copies (a few ms at 512²)
         if min(a.shape) < 2:
             return math.nan
-        dr, dc = a[1:] - a[:-1], a[:, 1:] - a[:, :-1]
-        d = (float(np.einsum("ij,ij->", dr, dr)) / dr.size
-             + float(np.einsum("ij,ij->", dc, dc)) / dc.size)
-        d, v = d - 4.0 * s2, float(np.var(a)) - s2
+        # One centred copy, and the squared differences from products of shifted views:
+        # sum (c[i+1] - c[i])² = sum c[1:]² + sum c[:-1]² - 2 sum c[1:] c[:-1]. (Each
+        # image-size temporary is fresh memory whose pages fault in: the differences as
+        # arrays cost 2.5 ms at 512², this 0.6 ms.)
+        c = a - a.mean()
+        sq = np.einsum("ij,ij->i", c, c)  # row sums of squares
+        cs = np.einsum("ij,ij->j", c, c)  # column sums of squares
+        total = float(sq.sum())
+        d = ((2 * total - sq[0] - sq[-1] - 2 * np.einsum("ij,ij->", c[1:], c[:-1]))
+             / (c.size - c.shape[1])
+             + (2 * total - cs[0] - cs[-1] - 2 * np.einsum("ij,ij->", c[:, 1:], c[:, :-1]))
+             / (c.size - c.shape[0]))
+        d, v = float(d) - 4.0 * s2, total / c.size - s2
         return d / v if v > 0 and d > 0 else math.nan
     a = np.where(ok, a, 0.0)
     d = 0.0
