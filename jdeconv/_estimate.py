@@ -318,7 +318,8 @@ def _core(x, y, support, weights, tol, reference, candidates, w, *, kernel_shape
         elif model.inverse_variance:
             sigma = jnp.ones((), dtype)  # weighted residuals of a good fit have unit variance
         else:
-            filled = _schedule.after(y, r) if wt is None else jnp.where(wt > 0, y, model_image(h, c))
+            filled = (_schedule.after(y, r) if wt is None
+                      else jnp.where(wt > 0, y, model_image(h, c)))
             sigma = _autoreg._noise_sigma_or_nan(filled)
             # Quantised data: the noise is at least the quantisation noise q/sqrt(12). The
             # patch estimate reads image structure where the true noise is below it (clean
@@ -403,8 +404,9 @@ def _core(x, y, support, weights, tol, reference, candidates, w, *, kernel_shape
     ne, elim = build(wt)
     # Materialise the normal matrix once: left to itself, XLA fuses its assembly
     # (gathers over the lag terms) into every consumer and recomputes it there. The
-    # right-hand side too: it is a slice of an FFT the size of the image, which the
-    # fused consumers otherwise keep alive through the whole solve (36 MB at 2048²).
+    # right-hand side too, so that no image-size buffer of its making is held through
+    # the solve (as a slice of a full inverse FFT, fused into the solver's consumers,
+    # it kept 36 MB alive at 2048²).
     ne = ne._replace(gram=_schedule.materialize(ne.gram), rhs=_schedule.materialize(ne.rhs))
     scale = jnp.trace(ne.gram) / n
     bmax = jnp.max(jnp.abs(jnp.where(mask, ne.rhs, 0)))
