@@ -32,6 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jdeconv import _geometry
+
 #: A converged fit whose statistic is above this does not explain the data.
 FIT_STATISTIC_WARN = 3.0
 #: Fraction of the kernel's mass on the outer ring of its box that gets a warning.
@@ -226,20 +228,26 @@ def _sharpness(a, used, noise_sigma: float = 0.0) -> float:
     return d / v if v > 0 and d > 0 else math.nan
 
 
-def sharpening_ratio(x, y, noise_sigma: float = 0.0, used=None) -> float:
+def sharpening_ratio(x, y, noise_sigma: float = 0.0, used=None, *, kernel_shape=None,
+                     mode: str | None = None) -> float:
     """How much sharper the blurred image is than the original: above 1 it was sharpened.
 
     Sharpness is the mean squared difference of neighbouring pixels over the
     variance (invariant to a gain and a background), on the blurred image less
     the share of white noise of level ``noise_sigma``. A nonnegative kernel
-    only lowers it, so a ratio well above 1 means the images are swapped (or
-    the blurred image holds outliers).
+    lowers it on the pixels whose footprint lies inside the original, so a
+    ratio well above 1 means the images are swapped (or the blurred image holds
+    outliers). The border of a ``"same"`` or ``"full"`` blur made with zero
+    padding (synthetic data) is a dark frame that can make a flat image look
+    several times sharper: give ``kernel_shape`` and ``mode`` to leave it out.
 
     Args:
       x: original, (m, n).
       y: blurred image (any geometry).
       noise_sigma: noise level of ``y``.
       used: optional boolean image of ``y``'s shape, True = use (NaN is never used).
+      kernel_shape, mode: optional (k, l) and geometry of ``y``; with both, only
+        ``y``'s pixels whose footprint lies inside ``x`` are compared.
 
     Returns:
       The ratio, NaN where either image has no contrast.
@@ -253,6 +261,13 @@ def sharpening_ratio(x, y, noise_sigma: float = 0.0, used=None) -> float:
     """
     if np.ndim(x) != 2 or np.ndim(y) != 2:
         return math.nan
+    if kernel_shape is not None and mode in ("same", "full"):
+        (m, n), (k, l) = np.shape(x), tuple(kernel_shape)
+        rows, cols = (_geometry.valid_window((m, n), (k, l), mode) if mode == "same"
+                      else (slice(k - 1, m), slice(l - 1, n)))
+        if m >= k and n >= l and np.shape(y) == _geometry.output_shape((m, n), (k, l), mode):
+            y = np.asarray(y)[rows, cols]
+            used = None if used is None else np.asarray(used, bool)[rows, cols]
     sx = _sharpness(x, None)
     sy = _sharpness(y, used, noise_sigma)
     return sy / sx if math.isfinite(sx) and sx > 0 and math.isfinite(sy) else math.nan

@@ -749,7 +749,7 @@ def estimate_kernel(x, y, kernel_shape, *, max_kernel_shape=None, mode: _names.M
         _diagnostics.warn(_diagnostics.input_messages(x, y)
                           + _diagnostics.estimate_messages(est, given_shape=not auto,
                                                            standard_errors=errors)
-                          + _sharpening(x, y, est, prior, loss, mask)
+                          + _sharpening(x, y, est, prior, loss, mask, mode)
                           + _diagnostics.poisson_scale_messages(y, loss, _used(mask)))
     return est
 
@@ -759,7 +759,7 @@ def _used(mask):
     return None if mask is None or isinstance(mask, str) else np.asarray(mask, bool)
 
 
-def _sharpening(x, y, est, prior, loss, mask) -> list[str]:
+def _sharpening(x, y, est, prior, loss, mask, mode) -> list[str]:
     """The swapped-images warning, where it applies: nonnegative kernels, Gaussian noise levels."""
     if not _diagnostics.sharpening_applies(prior, loss) or int(np.asarray(est.result)):
         return []
@@ -767,7 +767,8 @@ def _sharpening(x, y, est, prior, loss, mask) -> list[str]:
     if used is not None and used.shape != np.shape(y):
         return []
     return _diagnostics.sharpening_message(_diagnostics.sharpening_ratio(
-        x, y, float(np.asarray(est.noise_sigma)), used))
+        x, y, float(np.asarray(est.noise_sigma)), used, kernel_shape=np.shape(est.kernel)[-2:],
+        mode=mode))
 
 
 def _estimate_one(x, y, kernel_shape, *, mode, prior, solver, regularization, max_iters, tol,
@@ -1049,13 +1050,13 @@ def estimate_kernels(xs, ys, kernel_shape, *, mode: _names.Mode = "valid",
         _raise_unless_successful(est)
     if _validation.is_concrete(est.result):
         _diagnostics.warn(_diagnostics.batch_messages(est, _border_errors(None, s, est, problem))
-                          + _batch_sharpening(*given, est, prior, loss)
+                          + _batch_sharpening(*given, est, prior, loss, mode)
                           + _diagnostics.poisson_scale_messages(given[1], loss,
                                                                 _used(given[2])))
     return est
 
 
-def _batch_sharpening(xs, ys, mask, est, prior, loss) -> list[str]:
+def _batch_sharpening(xs, ys, mask, est, prior, loss, mode) -> list[str]:
     """The swapped-images warning of a batch: how many pairs have a sharper blurred image."""
     if not _diagnostics.sharpening_applies(prior, loss) or not all(
             _validation.is_concrete(a) for a in (xs, ys)):
@@ -1071,8 +1072,9 @@ def _batch_sharpening(xs, ys, mask, est, prior, loss) -> list[str]:
         if used is not None and used.shape != ys.shape[1:]:
             used = None
         x = xs if xs.ndim == 2 else xs[b]
-        if ok[b] and _diagnostics.sharpening_ratio(x, ys[b], sigma[b], used) > \
-                _diagnostics.SHARPENING_WARN:
+        if ok[b] and _diagnostics.sharpening_ratio(
+                x, ys[b], sigma[b], used, kernel_shape=np.shape(est.kernel)[-2:],
+                mode=mode) > _diagnostics.SHARPENING_WARN:
             bad.append(b)
     if not bad:
         return []
