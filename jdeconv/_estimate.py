@@ -302,12 +302,13 @@ def _core(x, y, support, weights, tol, reference, candidates, w, *, kernel_shape
     def finish(h, result, opt, iters, hist, errs, objective, L, wts, dof, stats, elim=None,
                wt=None, face=None, offset=0.0, variance=None):
         c = background_of(elim, h)
-        # The image-size work of the diagnostics (the residual's FFTs, the noise level)
-        # once the estimate exists: left free, XLA schedules it beside the normal
-        # equations or holds its buffers through the solve (67 MB at 2048²). For the
-        # original only on large images: a shared original's FFT is otherwise computed
-        # once for a whole batch (2 ms a pair at 255²), and under vmap the condition
-        # would become a select that copies it for every pair.
+        # The image-size work of the diagnostics (the residual's FFTs, then the noise
+        # level) once the estimate exists: left free, XLA schedules it beside the normal
+        # equations or holds its buffers through the solve (67 MB at 2048²). Only for
+        # large images and single calls: each condition costs compile time (~0.1 s for
+        # a 64² estimate); a shared original's FFT would be computed once per pair
+        # instead of once for the batch (2 ms a pair at 255²); and under vmap a
+        # condition becomes a select that copies its operand for every pair.
         late = not batched and xp.size >= _schedule.LARGE_PIXELS
         r = weighted_residual(h, c, wt, offset, _schedule.after(xp, h) if late else xp)
         rss = jnp.vdot(r, r)
@@ -318,8 +319,8 @@ def _core(x, y, support, weights, tol, reference, candidates, w, *, kernel_shape
         elif model.inverse_variance:
             sigma = jnp.ones((), dtype)  # weighted residuals of a good fit have unit variance
         else:
-            filled = (_schedule.after(y, r) if wt is None
-                      else jnp.where(wt > 0, y, model_image(h, c)))
+            filled = (_schedule.after(y, r) if wt is None and late
+                      else y if wt is None else jnp.where(wt > 0, y, model_image(h, c)))
             sigma = _autoreg._noise_sigma_or_nan(filled)
             # Quantised data: the noise is at least the quantisation noise q/sqrt(12). The
             # patch estimate reads image structure where the true noise is below it (clean

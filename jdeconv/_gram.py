@@ -140,12 +140,20 @@ def _irfft2_at(zr, zi, s, row_lags, col_lags):
     return (mm(cp.T, a) - mm(sp.T, b)) / (P * Q)
 
 
+# Transforms of at least this many points take their lags by the partial inverse DFT
+# (_irfft2_at); smaller ones by the inverse FFT, as fast there and cheaper to compile
+# (the partial DFT added ~0.3 s to the first call of a 64² estimate).
+_PARTIAL_DFT_POINTS = 1 << 18
+
+
 def _autocorr_full(X, s, k: int, l: int):
     """Zero-padded autocorrelation R[dp, dq] = sum x[u,v] x[u+dp, v+dq] (lags < (k, l)).
 
     ``X = rfft2(x, s)`` with ``s`` large enough for no wrap-around; the power
     spectrum ``|X|²`` is real (see :func:`_irfft2_at`).
     """
+    if s[0] * s[1] < _PARTIAL_DFT_POINTS:
+        return _lag_gather(jnp.fft.irfft2(X * jnp.conj(X), s=s), k, l)
     return _irfft2_at(X.real * X.real + X.imag * X.imag, None, s,
                       np.arange(-(k - 1), k), np.arange(-(l - 1), l))
 
@@ -208,6 +216,9 @@ def _row_blocks(a, blocks, extra: int):
 # with a 31 x 31 kernel at 512² and 2048² (8 and 29 against 18 and 63 ms), no slower
 # below; and the memory of large images stays bounded.
 _BORDER_BYTES = 1 << 21
+# Above this many bytes of row-pair products, _corner_terms takes one block of border
+# rows at a time (below, one product for all: cheaper to compile, as fast to run).
+_CORNER_BYTES = 1 << 23
 
 
 def _padded_row_blocks(x, blocks, k: int, l: int):
@@ -289,6 +300,10 @@ def _corner_terms(x, rp: _AxisPlan, cp: _AxisPlan, k: int, l: int):
     signs = jnp.asarray(signs, x.dtype)[None, None, None, :]
     lhs = rhs[:, k - 1 : k - 1 + nu] * signs  # rows u, signed
     weights = jnp.asarray(rp.weights, x.dtype)  # (k, B nu)
+    if B * nu * nw * l * l * x.dtype.itemsize <= _CORNER_BYTES:  # small: one product
+        q = jnp.einsum("xubj,xwcj->xuwbc", lhs, rhs, precision=_HI)  # (B, nu, nw, l, l)
+        h = jax.vmap(lambda q: _band(q, T))(q).reshape((B * nu, T, l, l))
+        return jnp.einsum("pu,utbc->ptbc", weights, h, precision=_HI)
     band = jnp.asarray(np.arange(nu)[:, None, None, None] + np.arange(T)[None, None, :, None])
 
     # One block of border rows at a time: the products of all row pairs of both
@@ -430,6 +445,12 @@ def _rhs_fft(x, y, k: int, l: int, mode: str, X=None, s=None):
         s = (_conv.fast_len(m + k - 1), _conv.fast_len(n + l - 1))
         X = jnp.fft.rfft2(x, s=s)
     Y = jnp.fft.rfft2(y, s=s)
+    if s[0] * s[1] < _PARTIAL_DFT_POINTS:
+        if mode == "full":
+            # b[a, b] = sum_u x[u] y[u + a]; u + a <= m+k-2 < P: no wrap-around.
+            return jnp.fft.irfft2(jnp.conj(X) * Y, s=s)[:k, :l].reshape(-1)
+        # valid: c[p] = sum_i y[i] x[i + p], i + p <= m - 1: no wrap-around.
+        return jnp.fft.irfft2(X * jnp.conj(Y), s=s)[:k, :l][::-1, ::-1].reshape(-1)
     re = X.real * Y.real + X.imag * Y.imag  # Re(X conj(Y)) = Re(conj(X) Y)
     im = X.imag * Y.real - X.real * Y.imag  # Im(X conj(Y)) = -Im(conj(X) Y)
     if mode == "full":
@@ -495,7 +516,8 @@ def normal_equations_impl(x, y, kernel_shape, mode: str, rhs_method: str = "auto
     # The right-hand side after the normal matrix: left free, XLA interleaves the two,
     # and the image-size spectra and products of both are alive at once (with the
     # full inverse FFTs this was 140 MB at 2048²).
-    y = _schedule.after(y, gram)
+    if y.size >= _schedule.LARGE_PIXELS:
+        y = _schedule.after(y, gram)
     rhs = rhs_impl(x, y, kernel_shape, mode, rhs_method, X=X)
     return NormalEquations(gram, rhs, 0.5 * _sum(y * y))
 

@@ -151,22 +151,26 @@ def test_rhs_direct_and_fft_agree(mode):
         assert rel_err(G, im2col(x, k, l, mode).T @ im2col(x, k, l, mode)) < 1e-12
 
 
-def test_large_image_chunks_equal_whole(monkeypatch):
-    """Above a size threshold the border correlations are formed a few rows at a time:
-    the same matrix (checked with a tiny threshold, so that the chunks run, including
-    a remainder of rows)."""
+@pytest.mark.parametrize("mode", ["valid", "full"])
+def test_large_image_paths_equal_im2col(mode, monkeypatch):
+    """Large images take other paths: the border correlations a few rows at a time,
+    the corner terms one block at a time, the lags by a partial inverse DFT. With the
+    thresholds lowered, a small problem takes them all (the chunks with a remainder
+    of rows), and gives im2col's normal equations."""
     from jdeconv import _conv, _gram
 
     rng = np.random.default_rng(3)
     m, n, k, l = (16, 15, 6, 5)  # 5 border rows and 4 border columns per side
-    x, y = make_problem(rng, m, n, k, l, "valid")
-    _, G, b, _ = reference(x, y, k, l, "valid")
+    x, y = make_problem(rng, m, n, k, l, mode)
+    _, G, b, _ = reference(x, y, k, l, mode)
     # the spectra of one border row against its 2k - 1 lags, for both blocks
     per_row = 2 * (2 * k - 1) * (_conv.fast_len(n + 2 * l - 2) // 2 + 1) * 16
     monkeypatch.setattr(_gram, "_BORDER_BYTES", 2 * per_row)  # rows 2 + 2 + 1; columns 2 + 2
+    monkeypatch.setattr(_gram, "_CORNER_BYTES", 0)
+    monkeypatch.setattr(_gram, "_PARTIAL_DFT_POINTS", 0)
     # a fresh jit: the thresholds are read when the program is traced
     ne = jax.jit(_gram.normal_equations_impl, static_argnums=(2, 3))(
-        jnp.asarray(x), jnp.asarray(y), (k, l), "valid")
+        jnp.asarray(x), jnp.asarray(y), (k, l), mode)
     assert rel_err(ne.gram, G) < 1e-12
     assert rel_err(ne.rhs, b) < 1e-12
 
