@@ -319,8 +319,10 @@ def _core(x, y, support, weights, tol, reference, candidates, w, *, kernel_shape
         elif model.inverse_variance:
             sigma = jnp.ones((), dtype)  # weighted residuals of a good fit have unit variance
         else:
-            filled = (_schedule.after(y, r) if wt is None and late
-                      else y if wt is None else jnp.where(wt > 0, y, model_image(h, c)))
+            if wt is not None:
+                filled = jnp.where(wt > 0, y, model_image(h, c))
+            else:
+                filled = _schedule.after(y, r) if late else y
             sigma = _autoreg._noise_sigma_or_nan(filled)
             # Quantised data: the noise is at least the quantisation noise q/sqrt(12). The
             # patch estimate reads image structure where the true noise is below it (clean
