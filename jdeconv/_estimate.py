@@ -21,8 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jdeconv import (_autoreg, _blas_threads, _conv, _diagnostics, _geometry, _gram, _implicit, _kernel_size,
-                     _matrix_free, _names, _noise_level, _priors, _problem, _progress,
+from jdeconv import (_autoreg, _blas_threads, _conv, _diagnostics, _geometry, _gram, _host_memory,
+                     _implicit, _kernel_size, _matrix_free, _names, _noise_level, _priors,
+                     _problem, _progress,
                      _regularizers, _schedule, _uncertainty, _validation, _weighted_gram)
 from jdeconv._objective import Objective, lipschitz
 from jdeconv._solution import RESULTS, EstimateError, KernelEstimate
@@ -794,7 +795,10 @@ def _estimate_one(x, y, kernel_shape, *, mode, prior, solver, regularization, ma
     def solve(s, weights, candidates):
         args = (problem.x, problem.y, problem.support, weights, jnp.asarray(s.tol, dt), ref,
                 candidates, problem.pixel_weights)
-        out = _blas_threads.run_with_one_blas_thread(_core_jit, *args, **_static(problem, s))
+        static = _static(problem, s)
+        if problem.x.size >= _host_memory.RELEASE_FROM_PIXELS:  # the load's freed memory, first
+            _host_memory.compile_then_release(_core_jit, *args, **static)
+        out = _blas_threads.run_with_one_blas_thread(_core_jit, *args, **static)
         if s.model.progress:  # finish inside the reporting context
             out = jax.block_until_ready(out)
         return _to_result(out, s, problem, solver)
@@ -1040,11 +1044,12 @@ def estimate_kernels(xs, ys, kernel_shape, *, mode: _names.Mode = "valid",
     # Several devices: each runs its share of the pairs; under jax.distributed every
     # process passes the full batch and gets the full result back.
     core = _core_batch if sharding is None else functools.partial(_core_sharded, sharding)
-    out = _blas_threads.run_with_one_blas_thread(
-        core, xs, ys, problem.support, w,
-        jnp.asarray(s.tol, dt), ref, _candidates(s.auto, dt), pw,
-        shared_original=problem.shared_original,
-        sequential=_sequential_batch(problem, s), **_static(problem, s))
+    args = (xs, ys, problem.support, w, jnp.asarray(s.tol, dt), ref, _candidates(s.auto, dt), pw)
+    static = dict(shared_original=problem.shared_original,
+                  sequential=_sequential_batch(problem, s), **_static(problem, s))
+    if sharding is None and ys[0].size >= _host_memory.RELEASE_FROM_PIXELS:
+        _host_memory.compile_then_release(core, *args, **static)
+    out = _blas_threads.run_with_one_blas_thread(core, *args, **static)
     out = _gather_batch(out, sharding)  # every process returns the whole batch
     if padded != batch:
         out = jax.tree_util.tree_map(lambda a: a[:batch], out)

@@ -16,7 +16,7 @@ import pytest
 import scipy.signal
 
 import jdeconv
-from jdeconv import _estimate
+from jdeconv import _estimate, _host_memory
 from _helpers import FIRST_ORDER_ITERS, batch_problem, blur, rel_err
 
 # The test kernels are truncated on purpose (a Gaussian cut by its box, as in the original
@@ -89,6 +89,28 @@ def test_batch_equals_loop_and_each_kernel_satisfies_its_own_simplex():
             assert int(batch.iterations[i]) == int(single.iterations)
             assert abs(float(batch.kernel[i].sum()) - 1) < 1e-6
             assert float(batch.kernel[i].min()) >= 0
+
+
+def test_large_images_load_the_program_and_release_memory_before_the_run(monkeypatch):
+    # From RELEASE_FROM_PIXELS on (here: every size), the estimate compiles or loads its
+    # program, releases the freed memory, then runs it; the results are the same.
+    xs, ys, _ = BATCH
+    want = (jdeconv.estimate_kernel(xs[1], ys[1], 5, solver="exact"),
+            jdeconv.estimate_kernels(xs, ys, 5, solver="exact"))
+    calls, real = [], _host_memory.compile_then_release
+
+    def spy(jitted, *args, **static):
+        calls.append(jitted)
+        real(jitted, *args, **static)
+
+    monkeypatch.setattr(_estimate._host_memory, "RELEASE_FROM_PIXELS", 0)
+    monkeypatch.setattr(_estimate._host_memory, "compile_then_release", spy)
+    got = (jdeconv.estimate_kernel(xs[1], ys[1], 5, solver="exact"),
+           jdeconv.estimate_kernels(xs, ys, 5, solver="exact"))
+    assert calls == [_estimate._core_jit, _estimate._core_batch]
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g.kernel, w.kernel)
+        np.testing.assert_array_equal(g.result, w.result)
 
 
 def test_one_shared_original_with_many_blurred_images_equals_separate_calls():
