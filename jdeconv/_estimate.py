@@ -1047,7 +1047,7 @@ def estimate_kernels(xs, ys, kernel_shape, *, mode: _names.Mode = "valid",
     args = (xs, ys, problem.support, w, jnp.asarray(s.tol, dt), ref, _candidates(s.auto, dt), pw)
     static = dict(shared_original=problem.shared_original,
                   sequential=_sequential_batch(problem, s), **_static(problem, s))
-    if sharding is None and ys[0].size >= _host_memory.RELEASE_FROM_PIXELS:
+    if sharding is None and xs.shape[-2] * xs.shape[-1] >= _host_memory.RELEASE_FROM_PIXELS:
         _host_memory.compile_then_release(core, *args, **static)
     out = _blas_threads.run_with_one_blas_thread(core, *args, **static)
     out = _gather_batch(out, sharding)  # every process returns the whole batch
