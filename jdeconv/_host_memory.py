@@ -68,7 +68,8 @@ def compile_then_release(jitted, *args, **static) -> bool:
     Args:
       jitted: a ``jax.jit`` function.
       *args: the arguments of the call that follows (arrays; concrete, not traced: under
-        a trace there is nothing to compile yet, and this does nothing).
+        a trace, or with ``jax.disable_jit()``, there is nothing to compile, and this does
+        nothing).
       **static: its keyword arguments (static ones included).
 
     Returns:
@@ -84,7 +85,8 @@ def compile_then_release(jitted, *args, **static) -> bool:
       2.0
     """
     leaves = jax.tree_util.tree_leaves((args, static))
-    if _MALLOC_TRIM is None or not all(_validation.is_concrete(a) for a in leaves):
+    if (_MALLOC_TRIM is None or jax.config.jax_disable_jit  # the call runs op by op: no program
+            or not all(_validation.is_concrete(a) for a in leaves)):
         return False
     loaded = []
 

@@ -53,3 +53,13 @@ def test_under_a_trace_it_does_nothing():
 
     np.testing.assert_array_equal(jax.jit(g)(jnp.ones(2)), [2.0, 2.0])
     np.testing.assert_array_equal(jax.grad(lambda a: g(a).sum())(jnp.ones(2)), [2.0, 2.0])
+
+
+def test_without_jit_it_compiles_nothing():
+    f = jax.jit(lambda a: 3.0 * a)
+    a = jnp.ones(2)
+    released = []
+    with jax.disable_jit():
+        events = _compile_events(lambda: released.append(_host_memory.compile_then_release(f, a)))
+        np.testing.assert_array_equal(f(a), [3.0, 3.0])
+    assert events == [] and released == [False]
