@@ -23,8 +23,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jdeconv import (_autoreg, _blas_threads, _conv, _diagnostics, _geometry, _gram, _host_memory,
                      _implicit, _kernel_size, _matrix_free, _names, _noise_level, _priors,
-                     _problem, _progress,
-                     _regularizers, _schedule, _uncertainty, _validation, _weighted_gram)
+                     _problem, _progress, _regularizers, _schedule, _uncertainty, _validation,
+                     _weighted_gram)
 from jdeconv._objective import Objective, lipschitz
 from jdeconv._solution import RESULTS, EstimateError, KernelEstimate
 from jdeconv._solvers import _driver, adam, exact, fista, fourier, gd, momentum

@@ -24,13 +24,13 @@ import ctypes
 import jax
 import jax.monitoring
 
-from jdeconv import _validation
+from jdeconv import _schedule, _validation
 
 __all__ = ["RELEASE_FROM_PIXELS", "compile_then_release", "release_freed_memory"]
 
-# The estimates release the load's freed memory from this many pixels on (the size from
-# which jdeconv._schedule orders image-size work, too).
-RELEASE_FROM_PIXELS = 1 << 20
+# The estimates release the load's freed memory from this many pixels on: the large
+# images of jdeconv._schedule (a name of its own, so that a test can lower it alone).
+RELEASE_FROM_PIXELS = _schedule.LARGE_PIXELS
 
 
 def _find_malloc_trim():
