@@ -538,8 +538,24 @@ def _core_batch(x, y, support, weights, tol, reference, candidates, w, *, shared
 
 
 def _sequential_batch(problem, s) -> bool:
-    """Whether a batch runs pair by pair (lax.map) rather than vmapped."""
-    return s.solver == "exact" and problem.n_taps > 256 and len(jax.devices()) == 1
+    """Whether a batch runs pair by pair (lax.map) rather than vmapped.
+
+    Pair by pair:
+      * the exact solver above 256 taps on CPU devices or on one device: it then
+        factors only each pair's free block, which beats a vmap that factors the
+        full matrix every iteration (84 against 321 ms a pair at 255², box 31);
+      * every batch of a process that holds several CPU devices (each device runs
+        its own pairs one after the other). Vmapped there, jaxlib's batched
+        ``eigh`` (the noise level of each pair) blocks the threads of the pool that
+        every CPU device shares, and a batch of more pairs than devices deadlocks
+        (jaxlib 0.10.2, 2 cores). One pair at a time also keeps each device on
+        its own core for the solver's single-threaded factorisations.
+    """
+    devices = jax.devices()
+    cpu = all(d.platform == "cpu" for d in devices)
+    if cpu and len(jax.local_devices()) > 1:
+        return True
+    return s.solver == "exact" and problem.n_taps > 256 and (cpu or len(devices) == 1)
 
 
 # ----------------------------------------------------------------------------
@@ -942,7 +958,8 @@ def _core_sharded(sharding, x, y, support, weights, tol, reference, candidates, 
                   shared_original, **static):
     """:func:`_core_batch` with the batch split over the devices of ``sharding``.
 
-    Each device runs the vmapped core on its own pairs (``shard_map``): the pairs
+    Each device runs the batch core on its own pairs (``shard_map``; pair by pair on
+    CPU devices, see :func:`_sequential_batch`): the pairs
     are independent, so the compiled program has no collectives (a batch
     sharded by the partitioner instead gathers inside the solver's loops, and
     on several CPU devices it deadlocks). The unbatched inputs are replicated.
@@ -1000,9 +1017,11 @@ def estimate_kernels(xs, ys, kernel_shape, *, mode: _names.Mode = "valid",
     ``regularization="auto"`` each pair gets its own weight, chosen inside the
     same vmapped call. When several devices are visible (GPUs, or CPU devices
     from ``XLA_FLAGS=--xla_force_host_platform_device_count``) the batch is
-    sharded over all of them with ``jax.sharding``; under ``jax.distributed``
-    every process passes the same full batch; each computes the pairs on its own devices
-    and every process returns the whole batch's result. Results
+    sharded over all of them with ``jax.sharding`` (CPU devices each solve
+    their pairs one after the other, so that every core works: see the README's
+    "Running on a GPU or a cluster"); under ``jax.distributed`` every process
+    passes the same full batch; each computes the pairs on its own devices and
+    every process returns the whole batch's result. Results
     equal the per-pair :func:`estimate_kernel` to float tolerance and each
     kernel satisfies its own prior. ``throw`` defaults to False here: a batch
     returns one :class:`jdeconv.RESULTS` code per pair.

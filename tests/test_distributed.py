@@ -7,10 +7,10 @@ back. Both must equal one single-process run to 1e-10 (float64), for a batch of
 separate pairs (8: four per device) and for one original with many blurred images
 (7: padded to 8). The worker is tests/_distributed_worker.py.
 
-One CPU device per process, as on a cluster: with as many CPU devices in one
-process as the machine has cores (``--xla_force_host_platform_device_count``),
-jaxlib's batched LAPACK kernels (eigh) block every intra-op thread waiting for
-sub-tasks on the same pool, and the program deadlocks (jaxlib 0.10.2, 2 cores).
+One CPU device per process, as on a cluster. (Several CPU devices in one process
+are test_estimate's sharded test: there each device solves its pairs one after
+the other, because vmapped, jaxlib's batched ``eigh`` blocked every intra-op
+thread waiting for sub-tasks on the same pool, and the program deadlocked.)
 
 The test is skipped only when the capability check fails: a worker cannot initialise
 ``jax.distributed`` or run one cross-process all-gather on this CPU (the skip gives

@@ -135,16 +135,18 @@ def test_sharded_batch_equals_unsharded(tmp_path):
         import jax, numpy as np
         jax.config.update("jax_enable_x64", True)
         import jdeconv
-        assert len(jax.devices()) == 4, jax.devices()
+        assert len(jax.devices()) == 2, jax.devices()
         xs, ys = np.load(r"{tmp_path / 'xs.npy'}"), np.load(r"{tmp_path / 'ys.npy'}")
-        # 3 pairs on 4 devices: padded to 4, then cut back
+        # 3 pairs on 2 devices: padded to 4 (two pairs a device, which deadlocked while
+        # each device vmapped its pairs), then cut back
         est = jdeconv.estimate_kernels(xs[:3], ys[:3], 5)
         assert est.kernel.shape == (3, 5, 5), est.kernel.shape
+        assert (np.asarray(est.result) == 0).all(), est.result
         np.save(r"{tmp_path / 'sharded.npy'}", np.asarray(est.kernel))
     """)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
                JAX_PLATFORMS="cpu")
-    subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=300)
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=120)
     local = np.asarray(jdeconv.estimate_kernels(xs, ys, 5).kernel)[:3]
     np.testing.assert_allclose(np.load(tmp_path / "sharded.npy"), local, atol=1e-12)
 
