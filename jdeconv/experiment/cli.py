@@ -665,6 +665,28 @@ def _on_sigterm(signum, frame):
     raise _Terminated()
 
 
+def _release_quietly(exc: BaseException) -> None:
+    """Frees an interrupt's frames without the noise of their objects' destructors.
+
+    An interrupt can land inside a constructor (an image reader or writer half
+    built): that object's ``__del__`` then fails when the frames that hold it
+    go, and Python would print its traceback after jdeconv's one-line message.
+    """
+    import gc
+
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        seen = set()
+        while exc is not None and id(exc) not in seen:
+            seen.add(id(exc))
+            exc.__traceback__ = None
+            exc = exc.__context__
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+
+
 def _is_user_error(exc: BaseException) -> bool:
     if isinstance(exc, (ValueError, TypeError, OSError, ImportError, MemoryError)):
         return True
@@ -698,6 +720,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         terminated = isinstance(e, _Terminated)
         print(f"jdeconv: {'terminated' if terminated else 'interrupted'}{_left(e)}", file=sys.stderr)
+        _release_quietly(e)
         return 143 if terminated else 130
     except Exception as e:
         if not _is_user_error(e):

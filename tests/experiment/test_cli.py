@@ -235,3 +235,27 @@ def test_in_process_main_leaves_the_process_cache_alone(tmp_path, monkeypatch):
     assert code == 0
     assert jax.config.jax_compilation_cache_dir == before
     assert not (tmp_path / "xdg").exists()
+
+
+def test_an_interrupt_inside_a_constructor_prints_no_destructor_traceback(monkeypatch, capsys):
+    # A SIGTERM once landed inside imageio's PillowPlugin.__init__: the half-built plugin's
+    # __del__ raised AttributeError when the interrupt's frames were freed, and Python
+    # printed that traceback after "jdeconv: terminated".
+    from jdeconv.experiment import cli
+
+    class HalfBuilt:
+        def __init__(self):
+            raise cli._Terminated()
+
+        def __del__(self):
+            self.never_set  # noqa: B018 - fails like the half-built plugin
+
+    def command(args):
+        HalfBuilt()
+
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    monkeypatch.setattr(cli, "_cmd_simulate", command)
+    assert main(["simulate", "--out", "never"]) == 143
+    assert capsys.readouterr().err == "jdeconv: terminated\n"
+    assert unraisable == [] and sys.unraisablehook == unraisable.append
