@@ -295,3 +295,19 @@ def test_weights_tol_and_data_do_not_retrace_but_dtype_does():
     with _TraceCounter() as again32:
         jdeconv.estimate_kernel(x2.astype(np.float32), y2.astype(np.float32), 7, tol=1e-3)
     assert again32.count == 0
+
+
+def test_residual_norm_from_the_normal_equations_equals_the_direct_norm():
+    # float64 plain least squares: ||r||² = hᵀGh − 2bᵀh + ||y||² (no image-size convolution)
+    xs, ys, hs = BATCH  # 0.1 % noise, image scales 1e-4 to 1e5
+    for x, y in zip(xs, ys):
+        est = jdeconv.estimate_kernel(x, y, 5)
+        direct = np.linalg.norm(np.asarray(jdeconv.conv2d(x, est.kernel)) - y)
+        assert float(est.residual_norm) == pytest.approx(direct, rel=1e-8)
+    # A nearly exact fit, where the expansion would be rounding error: computed directly.
+    x = xs[1]
+    y = np.asarray(jdeconv.conv2d(x, hs[1]))
+    est = jdeconv.estimate_kernel(x, y, 5)
+    direct = np.linalg.norm(np.asarray(jdeconv.conv2d(x, est.kernel)) - y)
+    assert direct < 1e-9 * np.linalg.norm(y)
+    assert float(est.residual_norm) == pytest.approx(direct, rel=1e-3, abs=0)
