@@ -181,3 +181,13 @@ def test_border_check_errors_are_the_estimates_standard_errors(kw):
     np.testing.assert_allclose(est.kernel, ref.kernel, rtol=0, atol=1e-12)
     np.testing.assert_allclose(errors, ref.stats["standard_errors"], rtol=1e-6, atol=1e-12)
     assert errors[0].any() and errors[-1].any()  # free taps on the border
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (2, 9), (16, 16)])
+def test_sharpness_of_a_whole_image_equals_its_definition(shape):
+    # the fast path (every pixel used) takes the differences as dot products of shifted views
+    a = np.random.default_rng(sum(shape)).random(shape) * 3 + 10
+    sigma = 0.05
+    d = np.mean(np.diff(a, axis=0) ** 2) + np.mean(np.diff(a, axis=1) ** 2) - 4 * sigma**2
+    v = np.var(a) - sigma**2
+    assert _diagnostics._sharpness(a, None, sigma) == pytest.approx(d / v, rel=1e-12)
