@@ -105,3 +105,13 @@ def test_patch_moments_by_strips_equal_the_whole_image(blurred):
     noisy = jnp.asarray(jdeconv.data.add_gaussian_noise(image, 0.01, seed=0))
     sigma = jax.jit(_noise_level.noise_sigma, static_argnums=(1, 2))
     assert float(sigma(noisy, 7, 37)) == pytest.approx(float(sigma(noisy, 7, None)), rel=1e-8)
+
+
+@pytest.mark.parametrize("shape, r", [((20, 17), 7), ((9, 30), 3), ((5, 5), 1)])
+def test_window_means_equal_their_definition(shape, r):
+    from jdeconv._noise_level import _box_means
+
+    y = np.random.default_rng(r).random(shape) + 5.0
+    M, N = shape[0] - r + 1, shape[1] - r + 1
+    expected = [[y[a:a + M, b:b + N].mean() for b in range(r)] for a in range(r)]
+    np.testing.assert_allclose(np.asarray(_box_means(jnp.asarray(y), r)), expected, rtol=1e-13)
