@@ -203,18 +203,15 @@ def _sharpness(a, used, noise_sigma: float = 0.0) -> float:
         # One centred copy, and the squared differences from products of shifted views:
         # sum (c[i+1] - c[i])² = sum c[1:]² + sum c[:-1]² - 2 sum c[1:] c[:-1]. (Each
         # image-size temporary is fresh memory whose pages fault in: the differences as
-        # arrays cost 2.5 ms at 512².) The products are dot products of the flat copy:
-        # shifted by a row, and by one pixel less the pairs that wrap from one row's
-        # end to the next row's start.
+        # arrays cost 2.5 ms at 512², this 0.6 ms.)
         c = a - a.mean()
-        f, n = c.ravel(), c.shape[1]
-        total = float(np.dot(f, f))
-        rows = float(np.dot(f[n:], f[:-n]))
-        cols = float(np.dot(f[1:], f[:-1]) - np.dot(c[:-1, -1], c[1:, 0]))
-        first_last = (float(np.dot(c[0], c[0])) + float(np.dot(c[-1], c[-1])),
-                      float(np.dot(c[:, 0], c[:, 0])) + float(np.dot(c[:, -1], c[:, -1])))
-        d = ((2 * total - first_last[0] - 2 * rows) / (c.size - n)
-             + (2 * total - first_last[1] - 2 * cols) / (c.size - c.shape[0]))
+        sq = np.einsum("ij,ij->i", c, c)  # row sums of squares
+        cs = np.einsum("ij,ij->j", c, c)  # column sums of squares
+        total = float(sq.sum())
+        d = ((2 * total - sq[0] - sq[-1] - 2 * np.einsum("ij,ij->", c[1:], c[:-1]))
+             / (c.size - c.shape[1])
+             + (2 * total - cs[0] - cs[-1] - 2 * np.einsum("ij,ij->", c[:, 1:], c[:, :-1]))
+             / (c.size - c.shape[0]))
         d, v = float(d) - 4.0 * s2, total / c.size - s2
         return d / v if v > 0 and d > 0 else math.nan
     a = np.where(ok, a, 0.0)
