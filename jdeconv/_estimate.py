@@ -1051,7 +1051,8 @@ def estimate_kernels(xs, ys, kernel_shape, *, mode: _names.Mode = "valid",
     if given, is (B, k, l) or one (k, l) kernel shared by all pairs. With
     ``regularization="auto"`` each pair gets its own weight, chosen inside the
     same vmapped call. When several devices are visible (GPUs, or CPU devices
-    from ``XLA_FLAGS=--xla_force_host_platform_device_count``) the batch is
+    from ``JAX_NUM_CPU_DEVICES=N`` or
+    ``XLA_FLAGS=--xla_force_host_platform_device_count=N``) the batch is
     sharded over all of them with ``jax.sharding`` (CPU devices each solve
     their pairs one after the other, so that every core works: see the README's
     "Running on a GPU or a cluster"); under ``jax.distributed`` every process

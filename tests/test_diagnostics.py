@@ -185,7 +185,7 @@ def test_border_check_errors_are_the_estimates_standard_errors(kw):
 
 @pytest.mark.parametrize("shape", [(7, 5), (2, 9), (16, 16)])
 def test_sharpness_of_a_whole_image_equals_its_definition(shape):
-    # the fast path (every pixel used) takes the differences as dot products of shifted views
+    # the fast path (every pixel used) takes the differences from products of shifted views
     a = np.random.default_rng(sum(shape)).random(shape) * 3 + 10
     sigma = 0.05
     d = np.mean(np.diff(a, axis=0) ** 2) + np.mean(np.diff(a, axis=1) ** 2) - 4 * sigma**2
