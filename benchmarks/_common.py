@@ -108,6 +108,8 @@ def machine_info() -> dict:
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
         "numpy": np.__version__,
+        # XLA's options change compile time and memory (README, Performance)
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
 
 

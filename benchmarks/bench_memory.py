@@ -78,7 +78,7 @@ def main(argv=None):
 
     info = _common.machine_info()
     print(f"{info['cpu']} x{info['nproc']}, {info['mem_gb']} GB, jax {info['jax']}, "
-          f"load {info['load_avg_1min']}")
+          f"load {info['load_avg_1min']}" + (f", XLA_FLAGS={info['xla_flags']}" if info['xla_flags'] else ""))
     hdr = (f"{'image':>11} {'kernel':>7} {'solver':>7} {'peak-base':>10} {'peak':>8} "
            f"{'im2col A':>9} {'first call':>10} {'rel err':>8} {'target':>12}")
     print(hdr)
