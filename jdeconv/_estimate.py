@@ -7,8 +7,9 @@ normal equations once (``XᵀX`` and ``Xᵀy`` by FFT, never the im2col matrix),
 choose the weights when ``regularization="auto"`` (every candidate solved from
 those same normal equations; the chosen candidate's solution *is* the
 estimate), solve under the prior, and measure (residual, noise level, fit
-statistic). A batch is the same function under ``jax.vmap`` (with one shared
-original, its normal matrix is formed once), sharded over all devices.
+statistic). A batch is the same function under ``jax.lax.map`` on CPU devices
+and ``jax.vmap`` on accelerators (with one shared original, its normal matrix
+is formed once), sharded over all devices.
 """
 
 from __future__ import annotations
@@ -570,21 +571,23 @@ def _sequential_batch(problem, s) -> bool:
     """Whether a batch runs pair by pair (lax.map) rather than vmapped.
 
     Pair by pair:
-      * the exact solver above 256 taps on CPU devices or on one device: it then
-        factors only each pair's free block, which beats a vmap that factors the
-        full matrix every iteration (84 against 321 ms a pair at 255², box 31);
-      * every batch of a process that holds several CPU devices (each device runs
-        its own pairs one after the other). Vmapped there, jaxlib's batched
-        ``eigh`` (the noise level of each pair) blocks the threads of the pool that
-        every CPU device shares, and a batch of more pairs than devices deadlocks
-        (jaxlib 0.10.2, 2 cores). One pair at a time also keeps each device on
-        its own core for the solver's single-threaded factorisations.
+      * every batch on CPU devices. Vmapped, a batch's LAPACK calls (the noise
+        level's ``eigh``, the exact solver's Cholesky factorisations) are batched,
+        and jaxlib runs a batched LAPACK call by handing its matrices to the same
+        thread pool that runs the program, then blocking until they are done
+        (``ParallelBatchMap``, jaxlib 0.10.2). Two such calls at once on a 2-core
+        CPU block both threads of that pool, and the call never returns: a PSF field
+        hung so, in its stacks one thread in ``dsyevd`` and the other in ``dpotrf``,
+        both waiting. Pair by pair, each call is one matrix and runs on its caller's
+        thread. It is also faster where the free sets are small: the exact solver
+        factors only each pair's free block (84 against 321 ms a pair at 255², box
+        31), and a first-order solver stops each pair when that pair converges;
+      * the exact solver above 256 taps on one accelerator, for the free blocks.
     """
     devices = jax.devices()
-    cpu = all(d.platform == "cpu" for d in devices)
-    if cpu and len(jax.local_devices()) > 1:
+    if all(d.platform == "cpu" for d in devices):
         return True
-    return s.solver == "exact" and problem.n_taps > 256 and (cpu or len(devices) == 1)
+    return s.solver == "exact" and problem.n_taps > 256 and len(devices) == 1
 
 
 # ----------------------------------------------------------------------------
@@ -1042,7 +1045,7 @@ def estimate_kernels(xs, ys, kernel_shape, *, mode: _names.Mode = "valid",
                      background="none", loss: str = "l2", loss_options: dict | None = None,
                      orientation: str = "convolution", standard_errors: bool = False,
                      throw: bool = False) -> KernelEstimate:
-    """Estimates one kernel per pair of a batch in one jitted, vmapped call.
+    """Estimates one kernel per pair of a batch in one jitted call.
 
     Same arguments as :func:`estimate_kernel`, with ``xs`` (B, m, n) and ``ys``
     (B, ...) stacked pairs of equal shapes, or ONE original ``xs`` (m, n) for
@@ -1050,7 +1053,10 @@ def estimate_kernels(xs, ys, kernel_shape, *, mode: _names.Mode = "valid",
     its normal matrix is then formed once for the whole batch. ``reference``,
     if given, is (B, k, l) or one (k, l) kernel shared by all pairs. With
     ``regularization="auto"`` each pair gets its own weight, chosen inside the
-    same vmapped call. When several devices are visible (GPUs, or CPU devices
+    same call. On CPU devices the call solves the pairs one after the other
+    (``lax.map``: a vmapped batch's batched LAPACK calls can deadlock jaxlib's
+    thread pool, see the README's "Known issues"); on an accelerator it vmaps
+    them. When several devices are visible (GPUs, or CPU devices
     from ``JAX_NUM_CPU_DEVICES=N`` or
     ``XLA_FLAGS=--xla_force_host_platform_device_count=N``) the batch is
     sharded over all of them with ``jax.sharding`` (CPU devices each solve

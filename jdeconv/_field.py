@@ -22,7 +22,8 @@ the pair:
    prior, regulariser and solver as a single estimate. On one device, with
    the exact solver and kernels of at least :data:`SEQUENTIAL_MIN_TAPS` taps,
    the tiles run one after the other inside that call (``lax.map``: each
-   tile factors only its free block), otherwise vmapped.
+   tile factors only its free block), otherwise as that engine's batch (pair
+   by pair on CPU devices, vmapped on an accelerator).
 4. The tile centres (in ``x``'s pixel coordinates, where the kernel's centre
    tap lands) become the centres of the kernel field.
 

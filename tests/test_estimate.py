@@ -5,6 +5,7 @@ problems below reuse a few shapes, shared with the other test files.
 """
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -73,6 +74,31 @@ def test_auto_resolves_by_kernel_size():
 # ----------------------------------------------------------------------------
 
 BATCH = batch_problem()  # the well-posed shape: shares programs with the solver tests
+
+
+def test_a_cpu_batch_makes_no_batched_lapack_call(monkeypatch):
+    # jaxlib runs a batched LAPACK call on the thread pool that runs the program and blocks
+    # until it is done; two at once (the noise level's eigh, the solver's Cholesky) hung a
+    # vmapped batch of 8 pairs (128², 15x15, "auto") on the 2-core CPU. On a CPU a batch runs
+    # pair by pair (_estimate._sequential_batch): every LAPACK call is of one matrix.
+    xs, ys, _ = BATCH
+    core, texts = _estimate._core_batch, []
+
+    class Lowered(Exception):
+        pass
+
+    def lower_only(*args, **static):
+        texts.append(core.lower(*args, **static).as_text())
+        raise Lowered
+
+    monkeypatch.setattr(_estimate, "_core_batch", lower_only)
+    for kw in ({}, {"solver": "fista", "max_iters": FIRST_ORDER_ITERS}, {"regularization": "auto"}):
+        with pytest.raises(Lowered):
+            jdeconv.estimate_kernels(xs, ys, 5, **kw)
+    for text, kw in zip(texts, ("exact", "fista", "auto")):
+        calls = re.findall(r"custom_call @(lapack_\w+)\(.*?num_batch_dims = \"(\d+)\"", text)
+        assert {name for name, _ in calls} >= {"lapack_dsyevd_ffi"}, (kw, calls)  # the noise level
+        assert all(dims == "0" for _, dims in calls), (kw, calls)
 
 
 def test_batch_equals_loop_and_each_kernel_satisfies_its_own_simplex():
