@@ -17,7 +17,11 @@ def test_first_order_iterations_are_reported_and_the_estimate_is_unchanged():
     est = jdeconv.estimate_kernel(X, Y, 5, solver="fista", max_iters=200, tol=1e-8,
                                   progress=lambda *r: seen.append(r))
     plain = jdeconv.estimate_kernel(X, Y, 5, solver="fista", max_iters=200, tol=1e-8)
-    np.testing.assert_array_equal(np.asarray(est.kernel), np.asarray(plain.kernel))
+    # Two compiled programs (one with the reporter's callbacks): bit-equal with XLA's default
+    # options, equal to rounding with the suite's (elemental emitters fuse them differently).
+    np.testing.assert_allclose(np.asarray(est.kernel), np.asarray(plain.kernel), rtol=1e-12,
+                               atol=1e-15)
+    assert int(est.iterations) == int(plain.iterations)
     assert seen and {s for s, _, _ in seen} == {"iterations"}
     done = [d for _, d, _ in seen]
     assert done == sorted(done) and all(d % _progress.EVERY == 0 or d == 200 for d in done)
