@@ -1,4 +1,5 @@
-"""Throughput of jdeconv.estimate_kernels (jit + vmap) vs a Python loop of estimate_kernel.
+"""Throughput of jdeconv.estimate_kernels (one jitted call: pair by pair on a CPU, vmapped on an
+accelerator) vs a Python loop of estimate_kernel.
 
 Usage:
   python benchmarks/bench_batch.py                # 128^2: B = 1 8 64 256; 256^2: B = 1 8 64
