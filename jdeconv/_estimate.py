@@ -578,8 +578,8 @@ def _sequential_batch(problem, s) -> bool:
         (``ParallelBatchMap``, jaxlib 0.10.2). Two such calls at once on a 2-core
         CPU block both threads of that pool, and the call never returns: a PSF field
         and a batch of 8 pairs with ``"auto"`` (128², 15×15) hung so, in their stacks
-        one thread in ``dsyevd`` and the other in ``dpotrf``, both waiting. Pair by pair, each call is one matrix and runs on its caller's
-        thread. It is also faster where the free sets are small: the exact solver
+        one thread in ``dsyevd`` and the other in ``dpotrf``, both waiting. Pair by
+        pair, each call is one matrix and runs on its caller's thread. It is also faster where the free sets are small: the exact solver
         factors only each pair's free block (84 against 321 ms a pair at 255², box
         31), and a first-order solver stops each pair when that pair converges;
       * the exact solver above 256 taps on one accelerator, for the free blocks.

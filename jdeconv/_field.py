@@ -19,11 +19,11 @@ the pair:
    problem inside the tile.
 3. All tiles are solved in ONE compiled call of the engine of
    :func:`jdeconv.estimate_kernels` (sharded over devices), with the same
-   prior, regulariser and solver as a single estimate. On one device, with
-   the exact solver and kernels of at least :data:`SEQUENTIAL_MIN_TAPS` taps,
-   the tiles run one after the other inside that call (``lax.map``: each
-   tile factors only its free block), otherwise as that engine's batch (pair
-   by pair on CPU devices, vmapped on an accelerator).
+   prior, regulariser and solver as a single estimate, and the engine's rule
+   for a batch: on CPU devices the tiles run one after the other inside that
+   call (``lax.map``: each tile factors only its free block), on an
+   accelerator they are vmapped (one after the other for the exact solver
+   above 256 taps on one accelerator).
 4. The tile centres (in ``x``'s pixel coordinates, where the kernel's centre
    tap lands) become the centres of the kernel field.
 
@@ -566,23 +566,16 @@ def pixel_weights(x, y, kernel_shape, mode="valid", *, mask=None, weights=None,
                                    batched=False)
 
 
-#: Kernels with at least this many taps solve their tiles one after the other (``lax.map``),
-#: factoring only each tile's free block; smaller ones are vmapped. Measured on the 2-core
-#: CPU, 64 tiles of 280² with 15×15 kernels: the estimate 2.4 s mapped vs 6.7 s vmapped (the
-#: normal equations 0.40 vs 0.89 s, the exact solves 1.0 vs 2.2 s).
-SEQUENTIAL_MIN_TAPS = 128
-
-
 def _estimate_tiles(xs, ys, kshape, *, prior, solver, regularization, max_iters, tol, support,
                     solver_options, gain, background, loss, mask=None, weights=None):
     """The tiles' estimates in one compiled call (:func:`jdeconv.estimate_kernels`' engine).
 
     Returns ``(estimate, standard errors for the border check or None)``.
 
-    On one device, with the exact solver and at least :data:`SEQUENTIAL_MIN_TAPS`
-    taps, the tiles run one after the other inside the call (the engine's
-    ``sequential`` batch); otherwise (and on several devices, sharded) the
-    batch is :func:`jdeconv.estimate_kernels` itself.
+    On one device the engine's batch core runs directly, pair by pair or vmapped
+    by the engine's own rule (:func:`jdeconv._estimate._sequential_batch`), and
+    without the batch's diagnostics (the field words its own); on several
+    devices the batch is :func:`jdeconv.estimate_kernels` itself, sharded.
     """
     kw = dict(mode="valid", prior=prior, solver=solver, regularization=regularization,
               max_iters=max_iters, tol=tol, support=support, solver_options=solver_options,
@@ -591,8 +584,7 @@ def _estimate_tiles(xs, ys, kshape, *, prior, solver, regularization, max_iters,
                                     mask=mask, weights=weights)
     s = _estimate._settings(problem, prior, solver, regularization, max_iters, tol,
                             solver_options, gain=gain, background=background, loss=loss)
-    if (len(jax.devices()) > 1 or kshape[0] * kshape[1] < SEQUENTIAL_MIN_TAPS
-            or s.solver != "exact"):
+    if len(jax.devices()) > 1:
         est = _estimate.estimate_kernels(xs, ys, kshape, throw=False, **kw)
     else:
         dt = problem.dtype
@@ -601,7 +593,8 @@ def _estimate_tiles(xs, ys, kshape, *, prior, solver, regularization, max_iters,
             _estimate._core_batch, problem.x, problem.y, problem.support,
             _estimate._weights_arrays(s.weights, dt), jnp.asarray(s.tol, dt), None,
             _estimate._candidates(s.auto, dt), problem.pixel_weights,
-            shared_original=problem.shared_original, sequential=True,
+            shared_original=problem.shared_original,
+            sequential=_estimate._sequential_batch(problem, s),
             **_estimate._static(problem, s))
         est = _estimate._to_result(out, s, problem, solver, lead=(batch,))
     # the border check's standard errors (plain least squares only: no second solve here)

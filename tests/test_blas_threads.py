@@ -57,7 +57,6 @@ def test_opt_out_leaves_blas_alone(monkeypatch):
 
 
 def test_psf_field_sequential_tiles_run_with_one_blas_thread(monkeypatch):
-    from jdeconv import _field
     seen = []
     real = _estimate._core_batch
 
@@ -66,7 +65,6 @@ def test_psf_field_sequential_tiles_run_with_one_blas_thread(monkeypatch):
         return real(*a, **k)
 
     monkeypatch.setattr(_estimate, "_core_batch", spy)
-    monkeypatch.setattr(_field, "SEQUENTIAL_MIN_TAPS", 0)  # the large-kernel path, small shapes
     x = jdeconv.data.shapes_image((48, 48), seed=1, n_shapes=6)
     h = np.asarray(jdeconv.data.gaussian_kernel(5, 0.6))  # well inside its box
     field = jdeconv.estimate_psf_field(x, jdeconv.conv2d(x, h, "same"), 5, grid=(2, 2),
