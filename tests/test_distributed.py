@@ -9,8 +9,9 @@ separate pairs (8: four per device) and for one original with many blurred image
 
 One CPU device per process, as on a cluster. (Several CPU devices in one process
 are test_estimate's sharded test: there each device solves its pairs one after
-the other, because vmapped, jaxlib's batched ``eigh`` blocked every intra-op
-thread waiting for sub-tasks on the same pool, and the program deadlocked.)
+the other, because vmapped, jaxlib's batched LAPACK calls (``eigh``, Cholesky)
+blocked every intra-op thread waiting for sub-tasks on the same pool, and the
+program deadlocked; README, Known issues.)
 
 The test is skipped only when the capability check fails: a worker cannot initialise
 ``jax.distributed`` or run one cross-process all-gather on this CPU (the skip gives
