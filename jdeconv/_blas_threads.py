@@ -24,7 +24,7 @@ import jax
 
 from jdeconv import _validation
 
-__all__ = ["one_blas_thread", "run_with_one_blas_thread"]
+__all__ = ["one_blas_thread", "run_beside_host_work", "run_with_one_blas_thread"]
 
 _lock = threading.Lock()
 _state = {"depth": 0, "limiter": None, "controller": None}
@@ -77,10 +77,25 @@ def run_with_one_blas_thread(fn, *args, **kwargs):
     program has run, so every concrete array of the result is waited for
     (tracers, under a user's ``jax.jit``, pass through).
     """
+    return run_beside_host_work(None, fn, *args, **kwargs)[0]
+
+
+def run_beside_host_work(host_work, fn, *args, **kwargs):
+    """``(fn(*args, **kwargs), host_work())``, the host work done while the program runs.
+
+    As :func:`run_with_one_blas_thread`; ``host_work`` (a function of no
+    arguments, or None) is called once ``fn`` has dispatched its compiled
+    program and before its arrays are waited for, so that host-side checks
+    (NumPy, no JAX) take the core the program leaves idle instead of adding to
+    the call's time. An exception from ``host_work`` propagates (the program's
+    results are dropped).
+    """
     def wait(a):
         if isinstance(a, jax.Array) and _validation.is_concrete(a):
             a.block_until_ready()
         return a
 
     with one_blas_thread():
-        return jax.tree_util.tree_map(wait, fn(*args, **kwargs))
+        out = fn(*args, **kwargs)
+        extra = None if host_work is None else host_work()
+        return jax.tree_util.tree_map(wait, out), extra

@@ -194,12 +194,29 @@ def input_messages(x, y) -> list[str]:
 
 def _sharpness(a, used, noise_sigma: float = 0.0) -> float:
     """Mean squared neighbour difference over variance, both less ``noise_sigma``'s share."""
+    return _sharpness_from(_sharpness_terms(a, used), noise_sigma)
+
+
+def _sharpness_from(terms, noise_sigma: float = 0.0) -> float:
+    """:func:`_sharpness` from the noise-free ``terms`` of :func:`_sharpness_terms`."""
+    if terms is None:
+        return math.nan
+    d, v = terms
+    s2 = float(noise_sigma) ** 2 if math.isfinite(float(noise_sigma)) else 0.0
+    d, v = d - 4.0 * s2, v - s2  # white noise adds 2σ² per direction and σ² to the variance
+    return d / v if v > 0 and d > 0 else math.nan
+
+
+def _sharpness_terms(a, used):
+    """``(d, v)``: the mean squared neighbour differences (rows plus columns) and the variance.
+
+    None where there are no neighbouring pairs of used pixels.
+    """
     a = np.asarray(a, np.float64)
     ok = np.isfinite(a) if used is None else (np.asarray(used, bool) & np.isfinite(a))
-    s2 = float(noise_sigma) ** 2 if math.isfinite(float(noise_sigma)) else 0.0
     if ok.all():  # every pixel used: no masked copies (a few ms at 512²)
         if min(a.shape) < 2:
-            return math.nan
+            return None
         # One centred copy, and the squared differences from products of shifted views:
         # sum (c[i+1] - c[i])² = sum c[1:]² + sum c[:-1]² - 2 sum c[1:] c[:-1]. (Each
         # image-size temporary is fresh memory whose pages fault in: the differences as
@@ -213,20 +230,17 @@ def _sharpness(a, used, noise_sigma: float = 0.0) -> float:
              / (c.size - c.shape[1])
              + (2 * total - cs[0] - cs[-1] - 2 * np.einsum("ij,ij->", c[:, 1:], c[:, :-1]))
              / (c.size - c.shape[0]))
-        d, v = float(d) - 4.0 * s2, total / c.size - s2
-        return d / v if v > 0 and d > 0 else math.nan
+        return float(d), total / c.size
     a = np.where(ok, a, 0.0)
     d = 0.0
     for diff, both in ((a[1:] - a[:-1], ok[1:] & ok[:-1]),
                        (a[:, 1:] - a[:, :-1], ok[:, 1:] & ok[:, :-1])):
         n = int(both.sum())
         if n == 0:
-            return math.nan
+            return None
         d += float(np.sum(np.square(diff[both]), dtype=np.float64)) / n
     n = int(ok.sum())
-    v = float(np.var(a[ok], dtype=np.float64)) if n > 1 else 0.0
-    d, v = d - 4.0 * s2, v - s2  # white noise adds 2σ² per direction and σ² to the variance
-    return d / v if v > 0 and d > 0 else math.nan
+    return d, (float(np.var(a[ok], dtype=np.float64)) if n > 1 else 0.0)
 
 
 def sharpening_ratio(x, y, noise_sigma: float = 0.0, used=None, *, kernel_shape=None,
@@ -260,8 +274,21 @@ def sharpening_ratio(x, y, noise_sigma: float = 0.0, used=None, *, kernel_shape=
       >>> sharpening_ratio(x, y) < 1 < sharpening_ratio(y, x)
       True
     """
+    return sharpening_ratio_from(sharpening_terms(x, y, used, kernel_shape=kernel_shape,
+                                                  mode=mode), noise_sigma)
+
+
+def sharpening_terms(x, y, used=None, *, kernel_shape=None, mode: str | None = None,
+                     original_sharpness: float | None = None):
+    """The part of :func:`sharpening_ratio` that needs no noise level, or None.
+
+    The image sums, to be taken while the estimate that finds the noise level
+    runs; :func:`sharpening_ratio_from` finishes the ratio. Arguments as for
+    :func:`sharpening_ratio`; ``original_sharpness``, if given, is ``x``'s
+    (the first element of the terms of an earlier pair with the same original).
+    """
     if np.ndim(x) != 2 or np.ndim(y) != 2:
-        return math.nan
+        return None
     if kernel_shape is not None and mode in ("same", "full"):
         (m, n), (k, l) = np.shape(x), tuple(kernel_shape)
         rows, cols = (_geometry.valid_window((m, n), (k, l), mode) if mode == "same"
@@ -269,8 +296,16 @@ def sharpening_ratio(x, y, noise_sigma: float = 0.0, used=None, *, kernel_shape=
         if m >= k and n >= l and np.shape(y) == _geometry.output_shape((m, n), (k, l), mode):
             y = np.asarray(y)[rows, cols]
             used = None if used is None else np.asarray(used, bool)[rows, cols]
-    sx = _sharpness(x, None)
-    sy = _sharpness(y, used, noise_sigma)
+    sx = _sharpness(x, None) if original_sharpness is None else original_sharpness
+    return sx, _sharpness_terms(y, used)
+
+
+def sharpening_ratio_from(terms, noise_sigma: float = 0.0) -> float:
+    """:func:`sharpening_ratio` from :func:`sharpening_terms` and the blurred image's noise level."""
+    if terms is None:
+        return math.nan
+    sx, terms_y = terms
+    sy = _sharpness_from(terms_y, noise_sigma)
     return sy / sx if math.isfinite(sx) and sx > 0 and math.isfinite(sy) else math.nan
 
 

@@ -792,6 +792,7 @@ def estimate_kernel(x, y, kernel_shape, *, max_kernel_shape=None, mode: _names.M
               orientation=orientation, standard_errors=standard_errors, throw=throw,
               progress=progress)
     auto = isinstance(kernel_shape, str)
+    checks = {}  # host-side checks of the inputs, taken while the estimate runs if it can
     if auto:
         if kernel_shape != "auto":
             raise ValueError(f"kernel_shape must be an int, a pair (k, l) or 'auto', got "
@@ -802,12 +803,23 @@ def estimate_kernel(x, y, kernel_shape, *, max_kernel_shape=None, mode: _names.M
     else:
         if max_kernel_shape is not None:
             raise ValueError("max_kernel_shape applies only with kernel_shape='auto'.")
-        est, errors = _estimate_one(x, y, kernel_shape, border_errors=True, **kw)
+        def host_checks(problem):  # taken while the compiled program runs
+            if _validation.is_concrete(x) and _validation.is_concrete(y):
+                checks["inputs"] = _diagnostics.input_messages(x, y)
+                checks["sharpening"] = _sharpening_terms(x, y, prior, loss, mask, mode,
+                                                         problem.kernel_shape)
+
+        est, errors = _estimate_one(x, y, kernel_shape, border_errors=True, during=host_checks,
+                                    **kw)
     if all(_validation.is_concrete(a) for a in (est.result, est.kernel, x, y)):
-        _diagnostics.warn(_diagnostics.input_messages(x, y)
+        if not checks:
+            checks = dict(inputs=_diagnostics.input_messages(x, y),
+                          sharpening=_sharpening_terms(x, y, prior, loss, mask, mode,
+                                                       np.shape(est.kernel)[-2:]))
+        _diagnostics.warn(checks["inputs"]
                           + _diagnostics.estimate_messages(est, given_shape=not auto,
                                                            standard_errors=errors)
-                          + _sharpening(x, y, est, prior, loss, mask, mode)
+                          + _sharpening(est, checks["sharpening"])
                           + _diagnostics.poisson_scale_messages(y, loss, _used(mask)))
     return est
 
@@ -817,23 +829,37 @@ def _used(mask):
     return None if mask is None or isinstance(mask, str) else np.asarray(mask, bool)
 
 
-def _sharpening(x, y, est, prior, loss, mask, mode) -> list[str]:
-    """The swapped-images warning, where it applies: nonnegative kernels, Gaussian noise levels."""
-    if not _diagnostics.sharpening_applies(prior, loss) or int(np.asarray(est.result)):
-        return []
+def _sharpening_terms(x, y, prior, loss, mask, mode, kernel_shape):
+    """The image sums of the swapped-images check, or None where it does not apply.
+
+    It applies to nonnegative kernels and Gaussian noise levels.
+    """
+    if not _diagnostics.sharpening_applies(prior, loss):
+        return None
     used = _used(mask)
     if used is not None and used.shape != np.shape(y):
+        return None
+    return _diagnostics.sharpening_terms(x, y, used, kernel_shape=kernel_shape, mode=mode)
+
+
+def _sharpening(est, terms) -> list[str]:
+    """The swapped-images warning of a successful estimate, from :func:`_sharpening_terms`."""
+    if terms is None or int(np.asarray(est.result)):
         return []
-    return _diagnostics.sharpening_message(_diagnostics.sharpening_ratio(
-        x, y, float(np.asarray(est.noise_sigma)), used, kernel_shape=np.shape(est.kernel)[-2:],
-        mode=mode))
+    return _diagnostics.sharpening_message(_diagnostics.sharpening_ratio_from(
+        terms, float(np.asarray(est.noise_sigma))))
 
 
 def _estimate_one(x, y, kernel_shape, *, mode, prior, solver, regularization, max_iters, tol,
                   dtype, support, reference, solver_options, mask, weights, saturation, nan,
                   gain, background, loss, loss_options, orientation, standard_errors, throw,
-                  progress=None, border_errors=False):
-    """One estimate; with ``border_errors``, ``(estimate, standard errors or None)``."""
+                  progress=None, border_errors=False, during=None):
+    """One estimate; with ``border_errors``, ``(estimate, standard errors or None)``.
+
+    ``during``: optional host work, ``during(problem)``, done while the
+    estimate's compiled program runs (see
+    :func:`jdeconv._blas_threads.run_beside_host_work`).
+    """
     support, reference = _oriented_inputs(orientation, support, reference)
     problem = _problem.make_problem(x, y, kernel_shape, mode=mode, dtype=dtype, support=support,
                                     mask=mask, weights=weights, saturation=saturation, nan=nan)
@@ -846,24 +872,25 @@ def _estimate_one(x, y, kernel_shape, *, mode, prior, solver, regularization, ma
     if reporter is not None:  # compile the loops with their progress callbacks
         s = s._replace(model=s.model._replace(progress=True))
 
-    def solve(s, weights, candidates):
+    def solve(s, weights, candidates, host_work=None):
         args = (problem.x, problem.y, problem.support, weights, jnp.asarray(s.tol, dt), ref,
                 candidates, problem.pixel_weights)
         static = _static(problem, s)
         if problem.x.size >= _host_memory.RELEASE_FROM_PIXELS:  # the load's freed memory, first
             _host_memory.compile_then_release(_core_jit, *args, **static)
-        out = _blas_threads.run_with_one_blas_thread(_core_jit, *args, **static)
+        out, _ = _blas_threads.run_beside_host_work(host_work, _core_jit, *args, **static)
         if s.model.progress:  # finish inside the reporting context
             out = jax.block_until_ready(out)
         return _to_result(out, s, problem, solver)
 
     w = _weights_arrays(s.weights, dt)
+    host_work = None if during is None else functools.partial(during, problem)
     if reporter is None:
-        est = solve(s, w, _candidates(s.auto, dt))
+        est = solve(s, w, _candidates(s.auto, dt), host_work)
     else:
         with _progress.reporting(reporter):
             try:
-                est = solve(s, w, _candidates(s.auto, dt))
+                est = solve(s, w, _candidates(s.auto, dt), host_work)
             finally:
                 if hasattr(reporter, "close"):
                     reporter.close()
@@ -1110,7 +1137,9 @@ def estimate_kernels(xs, ys, kernel_shape, *, mode: _names.Mode = "valid",
                   sequential=_sequential_batch(problem, s), **_static(problem, s))
     if sharding is None and xs.shape[-2] * xs.shape[-1] >= _host_memory.RELEASE_FROM_PIXELS:
         _host_memory.compile_then_release(core, *args, **static)
-    out = _blas_threads.run_with_one_blas_thread(core, *args, **static)
+    out, sharpening = _blas_threads.run_beside_host_work(  # host checks while it runs
+        lambda: _batch_sharpening_terms(*given, prior, loss, mode, problem.kernel_shape),
+        core, *args, **static)
     out = _gather_batch(out, sharding)  # every process returns the whole batch
     if padded != batch:
         out = jax.tree_util.tree_map(lambda a: a[:batch], out)
@@ -1119,34 +1148,42 @@ def estimate_kernels(xs, ys, kernel_shape, *, mode: _names.Mode = "valid",
         _raise_unless_successful(est)
     if _validation.is_concrete(est.result):
         _diagnostics.warn(_diagnostics.batch_messages(est, _border_errors(None, s, est, problem))
-                          + _batch_sharpening(*given, est, prior, loss, mode)
+                          + _batch_sharpening(sharpening, est)
                           + _diagnostics.poisson_scale_messages(given[1], loss,
                                                                 _used(given[2])))
     return est
 
 
-def _batch_sharpening(xs, ys, mask, est, prior, loss, mode) -> list[str]:
-    """The swapped-images warning of a batch: how many pairs have a sharper blurred image."""
+def _batch_sharpening_terms(xs, ys, mask, prior, loss, mode, kernel_shape):
+    """Per pair, the image sums of the swapped-images check (None for all where it does not apply)."""
     if not _diagnostics.sharpening_applies(prior, loss) or not all(
             _validation.is_concrete(a) for a in (xs, ys)):
-        return []
+        return None
     ys = np.asarray(ys)
     xs = np.asarray(xs)
     masks = None if mask is None or isinstance(mask, str) else np.asarray(mask, bool)
-    sigma = np.asarray(est.noise_sigma, np.float64).reshape(-1)
-    ok = np.asarray(est.result).reshape(-1) == 0
-    bad = []
+    terms = []
     for b in range(ys.shape[0]):
         used = None if masks is None else (masks if masks.ndim == 2 else masks[b])
         if used is not None and used.shape != ys.shape[1:]:
             used = None
         x = xs if xs.ndim == 2 else xs[b]
-        if ok[b] and _diagnostics.sharpening_ratio(
-                x, ys[b], sigma[b], used, kernel_shape=np.shape(est.kernel)[-2:],
-                mode=mode) > _diagnostics.SHARPENING_WARN:
-            bad.append(b)
+        terms.append(_diagnostics.sharpening_terms(
+            x, ys[b], used, kernel_shape=kernel_shape, mode=mode,
+            original_sharpness=terms[0][0] if xs.ndim == 2 and b and terms[0] else None))
+    return terms
+
+
+def _batch_sharpening(terms, est) -> list[str]:
+    """The swapped-images warning of a batch: how many pairs have a sharper blurred image."""
+    if terms is None:
+        return []
+    sigma = np.asarray(est.noise_sigma, np.float64).reshape(-1)
+    ok = np.asarray(est.result).reshape(-1) == 0
+    bad = [b for b, t in enumerate(terms) if ok[b] and _diagnostics.sharpening_ratio_from(
+        t, sigma[b]) > _diagnostics.SHARPENING_WARN]
     if not bad:
         return []
-    return [f"{len(bad)} of {ys.shape[0]} pairs have a blurred image sharper than their "
+    return [f"{len(bad)} of {len(terms)} pairs have a blurred image sharper than their "
             f"original (pairs {', '.join(map(str, bad[:8]))}{', ...' if len(bad) > 8 else ''}): "
             "a blur cannot sharpen, so they are probably swapped (or hold unmasked outliers)."]

@@ -96,6 +96,23 @@ def test_swapped_pairs_in_a_batch_are_named():
         jdeconv.estimate_kernels(xs, ys, 7, mode="same")
 
 
+def test_batch_sharpness_terms_equal_the_ratio_of_each_pair():
+    # one original for every blurred image: its sharpness is taken once, with the
+    # same result as pair by pair, masks and the valid window included
+    h = jdeconv.data.gaussian_kernel(7, 1.0)
+    x, y = _pair("shapes", h, noise=0.02)
+    ys = np.stack([y, x, 0.5 * y])  # pair 1: the original itself, sharper than x once blurred
+    mask = np.ones(ys.shape, bool)
+    mask[2, 10:20, 10:20] = False
+    for xs in (np.asarray(y), np.stack([np.asarray(y)] * 3)):
+        terms = _estimate._batch_sharpening_terms(xs, ys, mask, "simplex", "l2", "same", (7, 7))
+        for b, t in enumerate(terms):
+            want = _diagnostics.sharpening_ratio(y, ys[b], 0.01, mask[b], kernel_shape=(7, 7),
+                                                 mode="same")
+            assert _diagnostics.sharpening_ratio_from(t, 0.01) == pytest.approx(want, rel=1e-12)
+    assert _estimate._batch_sharpening_terms(xs, ys, None, "none", "l2", "same", (7, 7)) is None
+
+
 def test_zero_padded_border_of_a_same_blur_is_not_sharpness():
     # A bright, low-contrast original blurred in "same" geometry with zero padding
     # (synthetic data) gets a dark frame, whose edges dominated the sharpness: a good
