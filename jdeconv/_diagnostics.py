@@ -210,8 +210,15 @@ def _sharpness_from(terms, noise_sigma: float = 0.0) -> float:
 def _sharpness_terms(a, used):
     """``(d, v)``: the mean squared neighbour differences (rows plus columns) and the variance.
 
-    None where there are no neighbouring pairs of used pixels.
+    None where there are no neighbouring pairs of used pixels, or where the sums
+    overflow (values near the float64 limit).
     """
+    with np.errstate(all="ignore"):  # taken before the estimate says whether it is finite
+        terms = _sharpness_sums(a, used)
+    return terms if terms is None or all(math.isfinite(t) for t in terms) else None
+
+
+def _sharpness_sums(a, used):
     a = np.asarray(a, np.float64)
     ok = np.isfinite(a) if used is None else (np.asarray(used, bool) & np.isfinite(a))
     if ok.all():  # every pixel used: no masked copies (a few ms at 512²)

@@ -113,6 +113,16 @@ def test_batch_sharpness_terms_equal_the_ratio_of_each_pair():
     assert _estimate._batch_sharpening_terms(xs, ys, None, "none", "l2", "same", (7, 7)) is None
 
 
+def test_sharpness_of_overflowing_images_is_nan_without_warnings():
+    # the sums are taken while the estimate runs, before it says whether it is finite
+    a = np.full((8, 8), 1e308)
+    a[::2] = -1e308
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _diagnostics.sharpening_terms(a, a)[1] is None
+        assert np.isnan(_diagnostics.sharpening_ratio(a, a))
+
+
 def test_zero_padded_border_of_a_same_blur_is_not_sharpness():
     # A bright, low-contrast original blurred in "same" geometry with zero padding
     # (synthetic data) gets a dark frame, whose edges dominated the sharpness: a good
