@@ -275,6 +275,21 @@ def _rss_by_expansion(ne, h, direct):
     return jax.lax.cond(rss > _EXPANSION_MIN_SHARE * 2.0 * ne.half_yy, lambda: rss, direct)
 
 
+def _first_active_set(x, y, kernel_shape, mode, prior, mask, general):
+    """The exact solver's first active set, or None (start from the full support).
+
+    Where bounds apply (``"nonneg"``, ``"simplex"``) to the plain model in the
+    valid geometry and the kernel has enough taps that a first factorisation of
+    the whole normal matrix costs more than three FFTs of a crop
+    (:func:`fourier.active_set_guess`).
+    """
+    n = kernel_shape[0] * kernel_shape[1]
+    if general or mode != "valid" or prior not in ("nonneg", "simplex") \
+            or n < fourier.GUESS_MIN_TAPS:
+        return None
+    return fourier.active_set_guess(x, y, kernel_shape, mask, eq=prior == "simplex")
+
+
 def _core(x, y, support, weights, tol, reference, candidates, w, *, kernel_shape, mode, prior,
           solver, max_iters, options, auto_terms, model=_Model(), batched=False):
     (k, l) = kernel_shape
@@ -491,7 +506,8 @@ def _core(x, y, support, weights, tol, reference, candidates, w, *, kernel_shape
             qp = _implicit.solve_qp_differentiable(
                 gram, rhs, prior=kt_prior, mask=mask, max_iters=max_iters, tol=tol,
                 max_fallback_iters=opts["max_fallback_iters"], history=True,
-                block_sizes=blocks)
+                block_sizes=blocks, initial_active=_first_active_set(
+                    x, y, kernel_shape, mode, kt_prior, mask, general))
         else:  # the chosen candidate: the same implicit derivative on its face
             # (the weight itself is chosen by an argmin: no derivative w.r.t. it)
             sol_h = _implicit.face_solution(gram, ne.rhs,

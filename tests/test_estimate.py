@@ -337,3 +337,33 @@ def test_residual_norm_from_the_normal_equations_equals_the_direct_norm():
     direct = np.linalg.norm(np.asarray(jdeconv.conv2d(x, est.kernel)) - y)
     assert direct < 1e-9 * np.linalg.norm(y)
     assert float(est.residual_norm) == pytest.approx(direct, rel=1e-3, abs=0)
+
+
+def test_large_kernels_start_the_exact_solver_from_the_fourier_guess(monkeypatch):
+    """From 400 taps the first active set is the Fourier guess's; the answer is the same."""
+    from jdeconv import _implicit
+    from jdeconv._solvers import exact
+
+    calls = []
+    real = _implicit.solve_qp_differentiable
+    monkeypatch.setattr(_implicit, "solve_qp_differentiable",
+                        lambda *a, **k: calls.append(k.get("initial_active")) or real(*a, **k))
+
+    x = jnp.asarray(jdeconv.data.natural_image("camera", shape=(44, 44)))
+    h = np.zeros((20, 20))
+    h[4:7, 3:15] = 1.0  # an off-centre streak in a generous box
+    h /= h.sum()
+    y = jnp.asarray(blur(x, h) + 1e-3 * np.random.default_rng(0).standard_normal((25, 25)))
+    mask = jnp.ones(400, bool)
+    args = dict(x=x, y=y, kernel_shape=(20, 20), mode="valid", prior="simplex", mask=mask,
+                general=False)
+    assert _estimate._first_active_set(**args).shape == (400,)
+    for change in (dict(kernel_shape=(19, 21)), dict(mode="full"), dict(mode="circular"),
+                   dict(prior="none"), dict(prior="sum_to_one"), dict(general=True)):
+        assert _estimate._first_active_set(**{**args, **change}) is None, change
+    est = jdeconv.estimate_kernel(x, y, 20, throw=False)  # a shape no other test compiles
+    assert len(calls) == 1 and calls[0].shape == (400,)  # the solve, traced, starts from it
+    ne = jdeconv.normal_equations(x, y, 20)
+    cold = exact.solve_qp(ne.gram, ne.rhs, prior="simplex")  # from the full support
+    assert bool(est.converged) and bool(cold.converged)
+    np.testing.assert_allclose(np.asarray(est.kernel).ravel(), cold.solution, rtol=0, atol=1e-8)
