@@ -61,10 +61,12 @@ def test_active_set_guess_starts_the_exact_solver_elsewhere_not_at_another_answe
     x, y, h = _sparse_pair()
     k = h.shape[0]
     mask = jnp.ones(k * k, bool).at[0].set(False)  # a support: its complement starts at zero
-    guess = fourier.active_set_guess(x, y, (k, k), mask, eq=prior == "simplex")
+    # at 7 x 7 the estimate frees most taps: the rule that would then give the full
+    # support is switched off (dense=1), as the engine guesses only from 400 taps
+    guess = fourier.active_set_guess(x, y, (k, k), mask, eq=prior == "simplex", dense=1.0)
     jitted = jax.jit(fourier.active_set_guess, static_argnames=("kernel_shape", "eq", "crop"))
     np.testing.assert_array_equal(jitted(x, y, kernel_shape=(k, k), mask=mask,
-                                         eq=prior == "simplex"), guess)
+                                         eq=prior == "simplex", dense=1.0), guess)
     g = np.asarray(guess)
     assert g[0] and not g.reshape(k, k)[h > 0].any()  # the kernel's taps start free
     assert g.sum() >= 0.2 * (h == 0).sum()  # and many zeros at zero (at 31x31: 80-90 %)
@@ -79,6 +81,15 @@ def test_active_set_guess_from_a_crop_of_a_large_pair():
     x, y, h = _sparse_pair(shape=(96, 80))
     k = h.shape[0]
     g = np.asarray(fourier.active_set_guess(x, y, (k, k), jnp.ones(k * k, bool), eq=True,
-                                            crop=48))  # 48 x 48 of the 90 x 74 blurred pixels
+                                            crop=48, dense=1.0))  # 48² of the 90 x 74 pixels
     assert not g.reshape(k, k)[h > 0].any() and g.sum() >= 0.2 * (h == 0).sum()
     assert fourier._smooth_at_most(74) == 72 and fourier._smooth_at_most(48) == 48
+
+
+def test_a_guess_that_frees_nearly_everything_gives_way_to_the_full_support():
+    x = jnp.asarray(jdeconv.data.natural_image("camera", shape=(48, 48)))
+    y = jnp.asarray(blur(x, jdeconv.data.gaussian_kernel(7, 1.5)))  # fills its box
+    mask = jnp.ones(49, bool).at[3].set(False)
+    loose = fourier.active_set_guess(x, y, (7, 7), mask, eq=True, dense=1.0)
+    assert 0.85 * 48 < int((~loose).sum()) < 48  # the guess itself: a few taps at zero
+    np.testing.assert_array_equal(fourier.active_set_guess(x, y, (7, 7), mask, eq=True), ~mask)
