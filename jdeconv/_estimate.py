@@ -563,7 +563,8 @@ def _core_batch(x, y, support, weights, tol, reference, candidates, w, *, shared
     # With one shared original, x is not batched: XLA computes its FFT and normal
     # matrix once for the whole batch. The weights are one set for every pair (not
     # batched): with a shared original the regularised matrix, and the exact
-    # solver's first factorisation of it, are then loop-invariant (computed once).
+    # solver's first factorisation of it where it starts from the full support
+    # (below 400 taps; see _first_active_set), are then loop-invariant (computed once).
     args = (x, y, support, weights, tol, reference, candidates, w)
     axes = (None if shared_original else 0, 0, None, None, None,
             None if reference is None else 0, None, None if w is None else 0)

@@ -415,3 +415,12 @@ def test_free_blocks_give_the_full_factorisation_answer(prior):
         np.testing.assert_allclose(solve_qp(G, b, block_sizes=(16, 32), **one).solution,
                                    solve_qp(G, b, warm_start=0, **one).solution,
                                    rtol=1e-9, atol=1e-12)
+
+
+def test_default_block_sizes_step_by_a_half_above_512():
+    from jdeconv._solvers.exact import default_block_sizes
+
+    assert default_block_sizes(49) == ()
+    assert default_block_sizes(961) == (64, 128, 256, 512)  # 31 x 31: 768 > 0.7 n
+    assert default_block_sizes(1521) == (64, 128, 256, 512, 768, 1024)  # 39 x 39
+    assert default_block_sizes(4096) == (64, 128, 256, 512, 768, 1024, 1536, 2048)
