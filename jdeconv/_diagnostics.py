@@ -308,7 +308,7 @@ def sharpening_terms(x, y, used=None, *, kernel_shape=None, mode: str | None = N
 
 
 def sharpening_ratio_from(terms, noise_sigma: float = 0.0) -> float:
-    """:func:`sharpening_ratio` from :func:`sharpening_terms` and the blurred image's noise level."""
+    """:func:`sharpening_ratio` from :func:`sharpening_terms` and the blurred image's noise."""
     if terms is None:
         return math.nan
     sx, terms_y = terms

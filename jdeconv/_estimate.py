@@ -1172,7 +1172,7 @@ def estimate_kernels(xs, ys, kernel_shape, *, mode: _names.Mode = "valid",
 
 
 def _batch_sharpening_terms(xs, ys, mask, prior, loss, mode, kernel_shape):
-    """Per pair, the image sums of the swapped-images check (None for all where it does not apply)."""
+    """Per pair, the image sums of the swapped-images check (None where it does not apply)."""
     if not _diagnostics.sharpening_applies(prior, loss) or not all(
             _validation.is_concrete(a) for a in (xs, ys)):
         return None

@@ -101,7 +101,7 @@ def test_batch_sharpness_terms_equal_the_ratio_of_each_pair():
     # same result as pair by pair, masks and the valid window included
     h = jdeconv.data.gaussian_kernel(7, 1.0)
     x, y = _pair("shapes", h, noise=0.02)
-    ys = np.stack([y, x, 0.5 * y])  # pair 1: the original itself, sharper than x once blurred
+    ys = np.stack([y, x, 0.5 * y])  # with y as the original, pair 1 is sharper than it
     mask = np.ones(ys.shape, bool)
     mask[2, 10:20, 10:20] = False
     for xs in (np.asarray(y), np.stack([np.asarray(y)] * 3)):

@@ -281,16 +281,18 @@ def on_free_block(fn, free, block_sizes: tuple, *operands):
 
 
 def default_block_sizes(n: int) -> tuple:
-    """64, 128, 256, 512, 768, 1024, 1536, 2048, up to ``0.7 n`` (larger free sets use the full factorisation).
+    """Block sizes 64, 128, 256, 512, 768, 1024, 1536 and 2048, up to ``0.7 n``.
 
-    A block of ``0.7 n`` taps costs a third of the full factorisation, plus a
-    gather of its ``(0.7 n)²`` entries. Above 512 the steps are 1.5x and 1.33x:
-    from the engine's first active set (:func:`jdeconv._solvers.fourier.active_set_guess`)
-    the first free sets of large dense kernels often fall between 512 and 1024
-    (579-674 taps for a defocus blur in a 39 x 39 box), where a 768 block costs
-    0.42 of a 1024 one (box 39 defocus QP 68-73 -> 46-53 ms). Each size is one
-    more branch to compile (about 0.3 s); 384 was left out for that reason, and
-    because at 31 x 31 it raised the 2048² estimate's warm peak by 5 MiB.
+    Larger free sets use the full factorisation: a block of ``0.7 n`` taps
+    costs a third of it, plus a gather of its ``(0.7 n)²`` entries. Above 512
+    the steps are 1.5x and 1.33x: from the engine's first active set
+    (:func:`jdeconv._solvers.fourier.active_set_guess`) the first free sets of
+    large dense kernels often fall between 512 and 1024 (579-674 taps for a
+    defocus blur in a 39 x 39 box), where a 768 block costs 0.42 of a 1024 one
+    (that QP: 68-73 -> 46-53 ms). Each size is one more branch to compile (the
+    768 block: 0.5-0.7 s more for a 39 x 39 estimate); 384 was left out for
+    that reason, and because at 31 x 31 it raised the 2048² estimate's warm
+    peak by 5 MiB.
     """
     return tuple(sz for sz in (64, 128, 256, 512, 768, 1024, 1536, 2048) if sz <= 0.7 * n)
 

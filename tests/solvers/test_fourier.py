@@ -44,7 +44,7 @@ def test_fourier_is_approximate_on_valid_data_but_reasonable():
     assert k.min() >= 0 and abs(k.sum() - 1) < 1e-12  # projected on the prior
 
 
-def _sparse_pair(prior_eq=True, shape=(48, 48), k=7, noise=1e-3):
+def _sparse_pair(shape=(48, 48), k=7, noise=1e-3):
     x = jnp.asarray(jdeconv.data.natural_image("camera", shape=shape))
     h = np.zeros((k, k))
     h[1:3, 1:k - 1] = 1.0  # a short off-centre streak: most taps are zero
