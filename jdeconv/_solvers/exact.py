@@ -57,8 +57,11 @@ Algorithm
   the zeros of a frequency-domain estimate
   (:func:`jdeconv._solvers.fourier.active_set_guess`): the first iteration
   then factors its support (100-650 of 961 taps at 31x31) instead of the
-  whole matrix. The answer does not depend on the start: the minimiser
-  (unique for a positive definite G) to the tolerance.
+  whole matrix. The answer does not depend on the start beyond the
+  solver's precision (see Precision below): both are the minimiser, unique
+  for a positive definite G, to the tolerance. From the two starts, float64
+  solutions agreed to 2e-10 relative over 90 camera-size problems; a
+  float32 one at 21x21 (kappa ~1e5) to 0.8 % of its largest tap.
 * Polish: entries with ``-tau_h <= h_i < 0`` are clipped to 0 and, for the
   simplex, ``h`` is divided by its sum (a relative change of order ``tol``),
   so the returned solution is exactly feasible (``h >= 0``, zero outside the
