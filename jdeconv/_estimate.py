@@ -841,6 +841,18 @@ def estimate_kernel(x, y, kernel_shape, *, max_kernel_shape=None, mode: _names.M
     return est
 
 
+def _host_work_beside(problem) -> bool:
+    """Whether the host-side input checks run while the compiled program runs.
+
+    Below :data:`jdeconv._schedule.LARGE_PIXELS` per image, yes: at 512² that
+    took 2.5-3 ms off a 21-25 ms call. Above, they run after it: their
+    image-size temporaries (a centred float64 copy, 32 MB at 2048²) added 4 MiB
+    to the peak of a 2048² estimate from the command line, for about 25 ms of
+    a 700 ms call.
+    """
+    return problem.x.shape[-2] * problem.x.shape[-1] < _schedule.LARGE_PIXELS
+
+
 def _used(mask):
     """A user's boolean mask as an array, or None (a string names a mask file elsewhere)."""
     return None if mask is None or isinstance(mask, str) else np.asarray(mask, bool)
@@ -901,7 +913,8 @@ def _estimate_one(x, y, kernel_shape, *, mode, prior, solver, regularization, ma
         return _to_result(out, s, problem, solver)
 
     w = _weights_arrays(s.weights, dt)
-    host_work = None if during is None else functools.partial(during, problem)
+    host_work = (functools.partial(during, problem)
+                 if during is not None and _host_work_beside(problem) else None)
     if reporter is None:
         est = solve(s, w, _candidates(s.auto, dt), host_work)
     else:
@@ -1154,9 +1167,14 @@ def estimate_kernels(xs, ys, kernel_shape, *, mode: _names.Mode = "valid",
                   sequential=_sequential_batch(problem, s), **_static(problem, s))
     if sharding is None and xs.shape[-2] * xs.shape[-1] >= _host_memory.RELEASE_FROM_PIXELS:
         _host_memory.compile_then_release(core, *args, **static)
-    out, sharpening = _blas_threads.run_beside_host_work(  # host checks while it runs
-        lambda: _batch_sharpening_terms(*given, prior, loss, mode, problem.kernel_shape),
-        core, *args, **static)
+    def sharpening_terms():
+        return _batch_sharpening_terms(*given, prior, loss, mode, problem.kernel_shape)
+
+    beside = _host_work_beside(problem)  # host checks while it runs, or after it
+    out, sharpening = _blas_threads.run_beside_host_work(
+        sharpening_terms if beside else None, core, *args, **static)
+    if not beside:
+        sharpening = sharpening_terms()
     out = _gather_batch(out, sharding)  # every process returns the whole batch
     if padded != batch:
         out = jax.tree_util.tree_map(lambda a: a[:batch], out)

@@ -122,3 +122,16 @@ def test_psf_field_sequential_tiles_run_with_one_blas_thread(monkeypatch):
                                        mode="same")
     assert seen and set(seen[0]) == {1}
     assert np.asarray(field.kernels).shape[-2:] == (5, 5)
+
+
+def test_host_checks_of_large_images_wait_for_the_program():
+    # from 2^20 pixels their image-size temporaries would add to the estimate's peak
+    import types
+
+    def problem(*shape):
+        return types.SimpleNamespace(x=np.zeros(shape, np.float32))
+
+    assert _estimate._host_work_beside(problem(512, 512))
+    assert _estimate._host_work_beside(problem(4, 1000, 1000))  # a batch: per image
+    assert not _estimate._host_work_beside(problem(1024, 1024))
+    assert not _estimate._host_work_beside(problem(2, 2048, 2048))
