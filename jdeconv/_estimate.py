@@ -1167,6 +1167,7 @@ def estimate_kernels(xs, ys, kernel_shape, *, mode: _names.Mode = "valid",
                   sequential=_sequential_batch(problem, s), **_static(problem, s))
     if sharding is None and xs.shape[-2] * xs.shape[-1] >= _host_memory.RELEASE_FROM_PIXELS:
         _host_memory.compile_then_release(core, *args, **static)
+
     def sharpening_terms():
         return _batch_sharpening_terms(*given, prior, loss, mode, problem.kernel_shape)
 
