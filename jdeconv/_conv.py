@@ -41,17 +41,28 @@ _FFT_TAPS = {"cpu": 4}
 _FFT_TAPS_ACCELERATOR = 100
 
 
+def _is_5_smooth(v: int) -> bool:
+    """Whether ``v`` has no prime factor above 5."""
+    for f in (2, 3, 5):
+        while v % f == 0:
+            v //= f
+    return v == 1
+
+
 def fast_len(n: int) -> int:
     """Smallest 5-smooth integer >= n, even when > 1 (suits real FFTs)."""
     v = max(int(n), 1)
-    while True:
-        r = v
-        for f in (2, 3, 5):
-            while r % f == 0:
-                r //= f
-        if r == 1 and (v == 1 or v % 2 == 0):
-            return v
+    while not (_is_5_smooth(v) and (v == 1 or v % 2 == 0)):
         v += 1
+    return v
+
+
+def fast_len_at_most(n: int) -> int:
+    """Largest 5-smooth integer <= n (a fast FFT length; odd allowed), at least 1."""
+    v = max(int(n), 1)
+    while not _is_5_smooth(v):
+        v -= 1
+    return v
 
 
 def _use_fft(method, taps):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jdeconv import _priors
+from jdeconv import _conv, _priors
 
 # Relative Tikhonov level when the caller gives none: tiny where the model is
 # exactly periodic, larger where the taper makes it approximate.
@@ -88,19 +88,6 @@ GUESS_EPS = 1e-3
 GUESS_DENSE = 0.85
 
 
-def _smooth_at_most(v: int) -> int:
-    """The largest 5-smooth integer <= v (a fast FFT length)."""
-    v = max(int(v), 1)
-    while True:
-        r = v
-        for f in (2, 3, 5):
-            while r % f == 0:
-                r //= f
-        if r == 1:
-            return v
-        v -= 1
-
-
 def active_set_guess(x, y, kernel_shape, mask, *, eq: bool, crop: int = GUESS_CROP,
                      eps: float = GUESS_EPS, dense: float = GUESS_DENSE) -> jax.Array:
     """A first active set for the exact solver: the taps a nonnegative kernel probably has at zero.
@@ -139,7 +126,7 @@ def active_set_guess(x, y, kernel_shape, mask, *, eq: bool, crop: int = GUESS_CR
     """
     k, l = kernel_shape
     M, N = y.shape
-    R, C = _smooth_at_most(min(M, crop)), _smooth_at_most(min(N, crop))
+    R, C = _conv.fast_len_at_most(min(M, crop)), _conv.fast_len_at_most(min(N, crop))
     r0, c0 = (M - R) // 2, (N - C) // 2
     yc = y[r0:r0 + R, c0:c0 + C]
     xc = x[r0:r0 + R + k - 1, c0:c0 + C + l - 1]

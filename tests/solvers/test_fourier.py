@@ -83,7 +83,10 @@ def test_active_set_guess_from_a_crop_of_a_large_pair():
     g = np.asarray(fourier.active_set_guess(x, y, (k, k), jnp.ones(k * k, bool), eq=True,
                                             crop=48, dense=1.0))  # 48² of the 90 x 74 pixels
     assert not g.reshape(k, k)[h > 0].any() and g.sum() >= 0.2 * (h == 0).sum()
-    assert fourier._smooth_at_most(74) == 72 and fourier._smooth_at_most(48) == 48
+    from jdeconv import _conv
+
+    assert _conv.fast_len_at_most(74) == 72 and _conv.fast_len_at_most(48) == 48
+    assert _conv.fast_len_at_most(225) == 225 and _conv.fast_len(526) == 540
 
 
 def test_a_guess_that_frees_nearly_everything_gives_way_to_the_full_support():
