@@ -275,6 +275,18 @@ def _rss_by_expansion(ne, h, direct):
     return jax.lax.cond(rss > _EXPANSION_MIN_SHARE * 2.0 * ne.half_yy, lambda: rss, direct)
 
 
+def _block_sizes(n: int, pixels: int, batched: bool) -> tuple:
+    """The exact solver's block sizes for ``n`` taps and a padded original of ``pixels``.
+
+    None under vmap (every block would be evaluated); the coarser sizes from
+    :data:`jdeconv._schedule.LARGE_PIXELS`, where fewer branches keep the
+    program's memory down and the QP is a small share of the call.
+    """
+    if batched:
+        return ()
+    return exact.default_block_sizes(n, fine=pixels < _schedule.LARGE_PIXELS)
+
+
 def _first_active_set(x, y, kernel_shape, mode, prior, mask, general):
     """The exact solver's first active set, or None (start from the full support).
 
@@ -431,7 +443,7 @@ def _core(x, y, support, weights, tol, reference, candidates, w, *, kernel_shape
                       mf.error_history, mf.objective, mf.lipschitz, weights, dof, stats,
                       wt=w0, offset=offset, variance=variance)
 
-    blocks = () if batched else exact.default_block_sizes(n)
+    blocks = _block_sizes(n, xp.size, batched)
     wt = w0
     if model.loss == "huber":  # iteratively reweighted exact solves (majorise-minimise)
         spread = jnp.max(jnp.where(w0 > 0, y, -jnp.inf)) - jnp.min(jnp.where(w0 > 0, y, jnp.inf))

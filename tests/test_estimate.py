@@ -339,6 +339,19 @@ def test_residual_norm_from_the_normal_equations_equals_the_direct_norm():
     assert float(est.residual_norm) == pytest.approx(direct, rel=1e-3, abs=0)
 
 
+def test_block_sizes_are_coarse_for_large_images_and_absent_under_vmap():
+    """Fine steps below 2^20 padded pixels, the coarse ladder from there (program memory)."""
+    from jdeconv import _schedule
+    from jdeconv._solvers import exact
+
+    big = _schedule.LARGE_PIXELS
+    assert _estimate._block_sizes(961, 285 * 285, False) == exact.default_block_sizes(961)
+    assert 384 in _estimate._block_sizes(961, big - 1, False)
+    assert _estimate._block_sizes(961, big, False) == exact.default_block_sizes(961, fine=False)
+    assert 384 not in _estimate._block_sizes(961, 2078 * 2078, False)
+    assert _estimate._block_sizes(961, 285 * 285, True) == ()
+
+
 def test_large_kernels_start_the_exact_solver_from_the_fourier_guess(monkeypatch):
     """From 400 taps the first active set is the Fourier guess's; the answer is the same."""
     from jdeconv import _implicit
@@ -347,7 +360,7 @@ def test_large_kernels_start_the_exact_solver_from_the_fourier_guess(monkeypatch
     calls = []
     real = _implicit.solve_qp_differentiable
     monkeypatch.setattr(_implicit, "solve_qp_differentiable",
-                        lambda *a, **k: calls.append(k.get("initial_active")) or real(*a, **k))
+                        lambda *a, **k: calls.append(k) or real(*a, **k))
 
     x = jnp.asarray(jdeconv.data.natural_image("camera", shape=(44, 44)))
     h = np.zeros((20, 20))
@@ -362,7 +375,8 @@ def test_large_kernels_start_the_exact_solver_from_the_fourier_guess(monkeypatch
                    dict(prior="none"), dict(prior="sum_to_one"), dict(general=True)):
         assert _estimate._first_active_set(**{**args, **change}) is None, change
     est = jdeconv.estimate_kernel(x, y, 20, throw=False)  # a shape no other test compiles
-    assert len(calls) == 1 and calls[0].shape == (400,)  # the solve, traced, starts from it
+    assert len(calls) == 1 and calls[0]["initial_active"].shape == (400,)  # the solve starts from it
+    assert calls[0]["block_sizes"] == _estimate._block_sizes(400, 44 * 44, False) == (64, 128, 256)
     ne = jdeconv.normal_equations(x, y, 20)
     cold = exact.solve_qp(ne.gram, ne.rhs, prior="simplex")  # from the full support
     assert bool(est.converged) and bool(cold.converged)

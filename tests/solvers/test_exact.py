@@ -417,10 +417,18 @@ def test_free_blocks_give_the_full_factorisation_answer(prior):
                                    rtol=1e-9, atol=1e-12)
 
 
-def test_default_block_sizes_step_by_a_half_above_512():
+def test_default_block_sizes_fine_and_coarse():
     from jdeconv._solvers.exact import default_block_sizes
 
     assert default_block_sizes(49) == ()
-    assert default_block_sizes(961) == (64, 128, 256, 512)  # 31 x 31: 768 > 0.7 n
-    assert default_block_sizes(1521) == (64, 128, 256, 512, 768, 1024)  # 39 x 39
-    assert default_block_sizes(4096) == (64, 128, 256, 512, 768, 1024, 1536, 2048)
+    # 31 x 31: steps of 64 between 256 and 512; 768 > 0.7 n
+    assert default_block_sizes(961) == (64, 128, 256, 320, 384, 448, 512, 640)
+    assert default_block_sizes(1521) == (64, 128, 256, 320, 384, 448, 512, 640, 768, 1024)
+    assert default_block_sizes(4096)[-4:] == (768, 1024, 1536, 2048)
+    assert default_block_sizes(961, fine=False) == (64, 128, 256, 512)
+    assert default_block_sizes(1521, fine=False) == (64, 128, 256, 512, 768, 1024)
+    assert default_block_sizes(4096, fine=False) == (64, 128, 256, 512, 768, 1024, 1536, 2048)
+    for n in (49, 400, 961, 1521, 4096):
+        fine, coarse = default_block_sizes(n), default_block_sizes(n, fine=False)
+        assert set(coarse) <= set(fine) and all(s <= 0.7 * n for s in fine)
+        assert list(fine) == sorted(fine)
