@@ -6,6 +6,8 @@ constraints. A *support* mask (known kernel footprint) fixes the taps outside
 it to zero and combines with every prior. Each function projects ONE kernel:
 batches go through ``jax.vmap``, so kernels of a batch never mix (optax's
 simplex projection would otherwise ravel the whole batch into one simplex).
+The exact solver's flag form (:func:`project_flags`) finds the simplex
+threshold without a sort (:func:`simplex_threshold`), for speed.
 """
 
 from __future__ import annotations
