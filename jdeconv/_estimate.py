@@ -278,8 +278,8 @@ def _rss_by_expansion(ne, h, direct):
 def _block_sizes(n: int, pixels: int, batched: bool) -> tuple:
     """The exact solver's block sizes for ``n`` taps and a padded original of ``pixels``.
 
-    None under vmap (every block would be evaluated); the coarser sizes from
-    :data:`jdeconv._schedule.LARGE_PIXELS`, where fewer branches keep the
+    No blocks under vmap (every block would be evaluated); the coarser sizes
+    from :data:`jdeconv._schedule.LARGE_PIXELS`, where fewer branches keep the
     program's memory down and the QP is a small share of the call.
     """
     if batched:
