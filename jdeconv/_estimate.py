@@ -822,6 +822,11 @@ def estimate_kernel(x, y, kernel_shape, *, max_kernel_shape=None, mode: _names.M
               progress=progress)
     auto = isinstance(kernel_shape, str)
     checks = {}  # host-side checks of the inputs, taken while the estimate runs if it can
+
+    def input_checks(kshape):
+        return dict(inputs=_diagnostics.input_messages(x, y),
+                    sharpening=_sharpening_terms(x, y, prior, loss, mask, mode, kshape))
+
     if auto:
         if kernel_shape != "auto":
             raise ValueError(f"kernel_shape must be an int, a pair (k, l) or 'auto', got "
@@ -832,19 +837,16 @@ def estimate_kernel(x, y, kernel_shape, *, max_kernel_shape=None, mode: _names.M
     else:
         if max_kernel_shape is not None:
             raise ValueError("max_kernel_shape applies only with kernel_shape='auto'.")
+
         def host_checks(problem):  # taken while the compiled program runs
             if _validation.is_concrete(x) and _validation.is_concrete(y):
-                checks["inputs"] = _diagnostics.input_messages(x, y)
-                checks["sharpening"] = _sharpening_terms(x, y, prior, loss, mask, mode,
-                                                         problem.kernel_shape)
+                checks.update(input_checks(problem.kernel_shape))
 
         est, errors = _estimate_one(x, y, kernel_shape, border_errors=True, during=host_checks,
                                     **kw)
     if all(_validation.is_concrete(a) for a in (est.result, est.kernel, x, y)):
-        if not checks:
-            checks = dict(inputs=_diagnostics.input_messages(x, y),
-                          sharpening=_sharpening_terms(x, y, prior, loss, mask, mode,
-                                                       np.shape(est.kernel)[-2:]))
+        if not checks:  # not taken beside the program (large images, automatic shape)
+            checks = input_checks(np.shape(est.kernel)[-2:])
         _diagnostics.warn(checks["inputs"]
                           + _diagnostics.estimate_messages(est, given_shape=not auto,
                                                            standard_errors=errors)
