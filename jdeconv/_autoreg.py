@@ -163,7 +163,8 @@ def _basis(terms, kernel_shape, dtype=jnp.float64) -> jax.Array:
 # The jitted core: every candidate at once
 # ----------------------------------------------------------------------------
 
-def _dof(gram, R, mu, free, eq, block_sizes=(), *, stencil=None, kernel_shape=None):
+def _dof(gram, R, mu, free, eq, block_sizes=(), *, stencil=None, kernel_shape=None,
+         shifted=None):
     """Trace of the influence matrix of the estimate restricted to the face ``free``.
 
     With ``block_sizes`` the free taps are gathered into the smallest block that
@@ -172,34 +173,71 @@ def _dof(gram, R, mu, free, eq, block_sizes=(), *, stencil=None, kernel_shape=No
     differences of the ``kernel_shape`` grid, as
     :func:`jdeconv._regularizers.traced_quadratic` builds it), the trace is
     computed from the inverse factor and the difference stencil instead of a
-    solve with the dense ``R``.
+    solve with the dense ``R``. ``shifted``: optionally ``gram + mu R`` already
+    formed (the QP's matrix); with a stencil only its free block is then read.
     """
+    if stencil is not None and shifted is None:
+        shifted = gram + mu * R
     if block_sizes:
-        def on_block(idx, valid, gram, R, mu):
+        def on_block(idx, valid, gram, R, shifted):
             sub = lambda a: a[idx[:, None], idx[None, :]]  # noqa: E731
-            return _dof_on(sub(gram), sub(R), mu, valid, eq, stencil, kernel_shape, idx)
-        return exact.on_free_block(on_block, free, block_sizes, gram, R, mu)
-    return _dof_on(gram, R, mu, free, eq, stencil, kernel_shape, jnp.arange(free.shape[-1]))
+            if stencil is not None:
+                return _dof_stencil(sub(shifted), mu, valid, eq, stencil, kernel_shape, idx)
+            return _dof_on(sub(gram), sub(R), mu, valid, eq)
+        return exact.on_free_block(on_block, free, block_sizes, gram, R, shifted)
+    if stencil is not None:
+        return _dof_stencil(shifted, mu, free, eq, stencil, kernel_shape,
+                            jnp.arange(free.shape[-1]))
+    return _dof_on(gram, R, mu, free, eq)
 
 
-def _dof_on(gram, R, mu, free, eq, stencil, kernel_shape, idx):
-    """:func:`_dof` on a gathered block: ``idx`` (s,) are its taps, ``free`` (s,) the real ones."""
+def _dof_on(gram, R, mu, free, eq):
+    """:func:`_dof` on a gathered block with a dense ``R`` (``free`` (s,): the real taps)."""
     dt = gram.dtype
     fz = free.astype(dt)
     both = free[:, None] & free[None, :]
     Mm = jnp.where(both, gram + mu * R, 0) + jnp.diag(1 - fz)
-    chol = jnp.linalg.cholesky(Mm)
-    if stencil is None:
-        KR = jax.scipy.linalg.cho_solve((chol, True), jnp.where(both, R, 0))
-        tr_kr = jnp.trace(KR)
-    else:
-        tr_kr = _trace_inverse_stencil(chol, fz, idx, stencil, kernel_shape)
-    dof = jnp.sum(fz) - mu * tr_kr
+    chol = lax.linalg.cholesky(Mm, symmetrize_input=False)
+    KR = jax.scipy.linalg.cho_solve((chol, True), jnp.where(both, R, 0))
+    dof = jnp.sum(fz) - mu * jnp.trace(KR)
     if eq:
         u = jax.scipy.linalg.cho_solve((chol, True), fz)
         Gu = jnp.where(both, gram, 0) @ u
         dof = dof - jnp.dot(Gu, u) / jnp.dot(fz, u)
     return dof
+
+
+def _dof_stencil(shifted, mu, free, eq, stencil, kernel_shape, idx):
+    """:func:`_dof` on a gathered block of ``G + mu R`` with ``R = a I + b DᵀD``.
+
+    ``idx`` (s,) are the block's taps, ``free`` (s,) the real ones. With the
+    prior's equality, ``uᵀ G u = 1ᵀu − mu uᵀRu`` for ``u = M⁻¹ 1`` (``M u = 1``
+    on the face), and ``uᵀRu`` comes from the stencil on the kernel grid, so
+    neither ``G`` nor ``R`` is gathered.
+    """
+    fz = free.astype(shifted.dtype)
+    chol = exact._masked_cholesky(shifted, free)  # assembled as the QP's (no copy)
+    dof = jnp.sum(fz) - mu * _trace_inverse_stencil(chol, fz, idx, stencil, kernel_shape)
+    if eq:
+        u = jax.scipy.linalg.cho_solve((chol, True), fz)  # zero off the face
+        fu = jnp.dot(fz, u)
+        dof = dof - (fu - mu * _stencil_form(u, idx, stencil, kernel_shape)) / fu
+    return dof
+
+
+def _stencil_form(u, idx, stencil, kernel_shape):
+    """``vᵀ (a I + b DᵀD) v`` for ``v`` the kernel with ``u`` (s,) at taps ``idx``
+    (entries of ``u`` off the face must be 0)."""
+    a, b = stencil
+    k, l = kernel_shape
+    v = jnp.zeros((k * l,), u.dtype).at[idx].add(u).reshape(k, l)
+    out = jnp.zeros((), u.dtype)
+    if not _is_zero(a):
+        out = out + a * jnp.vdot(v, v)
+    if not _is_zero(b):
+        dr, dc = v[1:] - v[:-1], v[:, 1:] - v[:, :-1]
+        out = out + b * (jnp.vdot(dr, dr) + jnp.vdot(dc, dc))
+    return out
 
 
 def _lower_inverse(L, base: int = 128):
@@ -228,25 +266,37 @@ def _is_zero(c) -> bool:
 def _trace_inverse_stencil(chol, fz, idx, stencil, kernel_shape):
     """``tr(M⁻¹ R_FF)`` for ``M = L Lᵀ`` and ``R = a I + b DᵀD``, without ``R``.
 
-    With ``W = L⁻¹`` (one triangular solve; M⁻¹ = WᵀW) the trace is
-    ``a ||W||²_F + b ||D_F Wᵀ||²_F``, and each row of ``D_F Wᵀ`` is the
-    difference of two columns of ``W`` (one, at the edge of the face): the
-    columns are scattered onto the kernel grid and differenced there. That is
-    an ``s³/3`` inverse instead of the two ``s³`` solves of ``M⁻¹ R``.
+    With ``W = L⁻¹`` (``M⁻¹ = WᵀW``, ``s³/3`` flops in matrix products) the
+    trace is ``Σ_pq (M⁻¹)_pq R_pq``. ``R``'s entries are its stencil:
+    ``R_pp = a + b deg(p)`` (``deg``: the tap's neighbours on the kernel grid,
+    2 to 4) and ``R_pq = −b`` for neighbouring taps, so only the diagonal of
+    ``M⁻¹`` (squared column norms of ``W``) and its entries between each free
+    tap and its right and lower neighbours (when these are free) are needed:
+    ``O(s²)`` after the inverse, against ``s³`` for the two solves of ``M⁻¹ R``.
     """
     a, b = stencil
     k, l = kernel_shape
-    s = chol.shape[-1]
+    n, s = k * l, chol.shape[-1]
     W = _lower_inverse(chol)
     W = W * fz[None, :]  # only the face's columns (padding entries are unit vectors)
+    diag = jnp.sum(W * W, axis=0)  # (s,) the diagonal of M⁻¹ on the face
     tr = jnp.zeros((), chol.dtype)
     if not _is_zero(a):
-        tr = tr + a * jnp.vdot(W, W)
+        tr = tr + a * jnp.sum(diag)
     if not _is_zero(b):
-        # V[t] = W[:, pos(t)] for a free tap t, 0 elsewhere; padding rows add zeros.
-        V = jnp.zeros((k * l, s), chol.dtype).at[idx].add(W.T).reshape(k, l, s)
-        dr, dc = V[1:] - V[:-1], V[:, 1:] - V[:, :-1]
-        tr = tr + b * (jnp.vdot(dr, dr) + jnp.vdot(dc, dc))
+        valid = fz > 0
+        row, col = idx // l, idx % l
+        deg = ((row > 0).astype(chol.dtype) + (row < k - 1) + (col > 0) + (col < l - 1))
+        # each free tap's position in the block, -1 for the others
+        pos = jnp.full((n,), -1, jnp.int32).at[jnp.where(valid, idx, n)].set(
+            jnp.arange(s, dtype=jnp.int32), mode="drop")
+
+        def cross(has, step):  # Σ_p (M⁻¹)_{p, q(p)} over free neighbours q = p + step
+            q = jnp.where(has, pos[jnp.minimum(idx + step, n - 1)], -1)
+            ok = valid & (q >= 0)
+            return jnp.sum(jnp.where(ok[None, :], W * W[:, jnp.maximum(q, 0)], 0))
+
+        tr = tr + b * (jnp.vdot(deg, diag) - 2 * (cross(col < l - 1, 1) + cross(row < k - 1, l)))
     return tr
 
 
@@ -298,12 +348,13 @@ def solve_candidates(ne, xp, y, candidates, R, mask, tol, *, kernel_shape, prior
 
     def solve(w, active=None, blocks=()):
         mu = w * scale
-        res = exact.solve_qp(gram + mu * R, rhs, prior=prior, mask=mask,
+        shifted = gram + mu * R
+        res = exact.solve_qp(shifted, rhs, prior=prior, mask=mask,
                              max_iters=max_iters, tol=tol, history=history,
                              initial_active=active, block_sizes=blocks)
         free = mask & ~res.active_set
         return res, _dof(gram, R, mu, free, eq, blocks, stencil=stencil,
-                         kernel_shape=kernel_shape)
+                         kernel_shape=kernel_shape, shifted=shifted)
 
     if sequential:
         total = candidates.shape[0]

@@ -231,7 +231,8 @@ def _two_point(first, last, size, dtype):
     return jnp.full((size,), jnp.nan, dtype).at[0].set(first).at[1].set(last)
 
 
-def _dof_free(gram, reg, free, eq, regularized, stencil, kernel_shape, block_sizes):
+def _dof_free(gram, reg, free, eq, regularized, stencil, kernel_shape, block_sizes,
+              shifted=None):
     """Effective degrees of freedom of the estimate on its face (see :mod:`jdeconv._autoreg`).
 
     Without regularisation it is the number of free taps (minus one for the
@@ -239,7 +240,8 @@ def _dof_free(gram, reg, free, eq, regularized, stencil, kernel_shape, block_siz
     """
     count = jnp.sum(free).astype(gram.dtype) - (1.0 if eq else 0.0)
     return jax.lax.cond(regularized, lambda: _autoreg._dof(
-        gram, reg, 1.0, free, eq, block_sizes, stencil=stencil, kernel_shape=kernel_shape),
+        gram, reg, 1.0, free, eq, block_sizes, stencil=stencil, kernel_shape=kernel_shape,
+        shifted=shifted),
         lambda: count)
 
 
@@ -536,7 +538,7 @@ def _core(x, y, support, weights, tol, reference, candidates, w, *, kernel_shape
         if dof is None:
             dof = _dof_free(ne.gram, reg_matrix, free, eq, regularized,
                             (scale * weights["tikhonov"], scale * weights["smooth"]),
-                            kernel_shape, ())  # one solve: the full matrix (blocks compile 4 branches)
+                            kernel_shape, (), gram)  # the full matrix (blocks compile 4 branches)
         dof = dof + nb + (1.0 if model.gain and eq else 0.0)
         stats = {"active_taps": jnp.sum(mask & qp.active_set).astype(jnp.int32),
                  "optimality_history": qp.optimality_history}
