@@ -300,6 +300,30 @@ def _trace_inverse_stencil(chol, fz, idx, stencil, kernel_shape):
     return tr
 
 
+def _shifted_gershgorin(abs_rows, gram, mu, mask, stencil, kernel_shape):
+    """:func:`jdeconv._solvers.exact.gershgorin` of ``gram + mu R``, ``R = a I + b DᵀD``.
+
+    ``abs_rows`` (n,): ``Σ_j |gram_ij|`` over the support. A row of ``R`` has at
+    most five non-zero entries (the tap and its grid neighbours), so only those
+    five terms of each row sum change: O(n) instead of a pass over ``n²`` entries.
+    """
+    a, b = stencil
+    k, l = kernel_shape
+    n = k * l
+    t = jnp.arange(n)
+    row, col = t // l, t % l
+    deg = (row > 0).astype(gram.dtype) + (row < k - 1) + (col > 0) + (col < l - 1)
+
+    def change(g, r, ok):  # |g + mu r| − |g| for an entry inside the support
+        return jnp.where(ok, jnp.abs(g + mu * r) - jnp.abs(g), 0)
+
+    sums = abs_rows + change(jnp.diagonal(gram), a + b * deg, mask)
+    for step, has in ((1, col < l - 1), (-1, col > 0), (l, row < k - 1), (-l, row > 0)):
+        j = jnp.clip(t + step, 0, n - 1)
+        sums = sums + change(gram[t, j], -b, has & mask & mask[j])
+    return jnp.max(sums)
+
+
 class CandidateSolutions(NamedTuple):
     """Every candidate weight's constrained solution and the numbers the criteria need."""
 
@@ -346,12 +370,19 @@ def solve_candidates(ne, xp, y, candidates, R, mask, tol, *, kernel_shape, prior
     R = R.astype(gram.dtype)
     eq = prior in _names.EQUALITY_PRIORS
 
+    # |G|'s row sums, once: each candidate's bound on G + mu R differs only where R
+    # is non-zero (one pass over the n x n matrix per candidate less)
+    abs_rows = None if stencil is None else jnp.sum(
+        jnp.abs(jnp.where(mask[:, None] & mask[None, :], gram, 0)), axis=1)
+
     def solve(w, active=None, blocks=()):
         mu = w * scale
         shifted = gram + mu * R
+        lip = None if stencil is None else _shifted_gershgorin(
+            abs_rows, gram, mu, mask, stencil, kernel_shape)
         res = exact.solve_qp(shifted, rhs, prior=prior, mask=mask,
                              max_iters=max_iters, tol=tol, history=history,
-                             initial_active=active, block_sizes=blocks)
+                             initial_active=active, block_sizes=blocks, lipschitz=lip)
         free = mask & ~res.active_set
         return res, _dof(gram, R, mu, free, eq, blocks, stencil=stencil,
                          kernel_shape=kernel_shape, shifted=shifted)
@@ -384,7 +415,11 @@ def solve_candidates(ne, xp, y, candidates, R, mask, tol, *, kernel_shape, prior
     D = H - h0[None, :]
     GD = D @ gram
     rss = jnp.maximum(rss0 + 2 * (D @ g0) + jnp.sum(GD * D, axis=1), 0)
-    penalty = jnp.einsum("ci,ij,cj->c", H, R, H)
+    if stencil is None:
+        penalty = jnp.einsum("ci,ij,cj->c", H, R, H)
+    else:  # on the kernel grid: O(C n) instead of a (C, n) x (n, n) product
+        taps = jnp.arange(n)
+        penalty = jax.vmap(lambda h: _stencil_form(h, taps, stencil, kernel_shape))(H)
     return CandidateSolutions(H, rss, dof, penalty, qp)
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import jdeconv
-from jdeconv import _autoreg
+from jdeconv import _autoreg, _regularizers
 from jdeconv._autoreg import AutoRegularization, choose_regularization
 from _helpers import blur, rel_err
 
@@ -62,6 +62,11 @@ def test_result_fields(results):
     dof = np.asarray(auto.dof)
     assert np.all(dof <= K * K + 1e-6) and np.all(dof > 0)
     assert np.all(np.diff(dof) <= 1e-6)  # more smoothing, fewer degrees of freedom
+    # the penalty (computed on the kernel grid) is hᵀ R h with the dense matrix
+    H = np.asarray(auto.kernels).reshape(c, -1)
+    R = _regularizers.laplacian((K, K))
+    np.testing.assert_allclose(auto.penalty, np.einsum("ci,ij,cj->c", H, R, H),
+                               rtol=1e-9, atol=1e-15)
 
 
 def test_within_factor_of_oracle(results):
@@ -265,3 +270,23 @@ def test_lower_inverse_by_halves(s):
     W = np.asarray(jax.jit(_autoreg._lower_inverse, static_argnums=1)(jax.numpy.asarray(L), 16))
     np.testing.assert_allclose(W @ L, np.eye(s), atol=1e-9)
     assert np.all(np.triu(W, 1) == 0)
+
+
+def test_shifted_gershgorin_equals_the_full_pass():
+    # the candidates' Lipschitz bound of G + mu R from G's row sums and R's stencil
+    import jax.numpy as jnp
+    from jdeconv._solvers import exact
+    rng = np.random.default_rng(5)
+    shape, n = (6, 5), 30
+    A = rng.standard_normal((40, n))
+    G = jnp.asarray(A.T @ A - 5.0)  # entries of both signs
+    fn = jax.jit(_autoreg._shifted_gershgorin, static_argnames="kernel_shape")
+    for a, b in ((1.0, 0.0), (0.0, 1.0), (0.5, 2.0)):
+        R = _regularizers.traced_quadratic(shape, a, b, jnp.float64)
+        for mask in (np.ones(n, bool), rng.random(n) < 0.6):
+            mask = jnp.asarray(mask)
+            rows = jnp.sum(jnp.abs(jnp.where(mask[:, None] & mask[None, :], G, 0)), axis=1)
+            for mu in (0.0, 1e-3, 10.0, 1e4):
+                np.testing.assert_allclose(
+                    fn(rows, G, mu, mask, (a, b), kernel_shape=shape),
+                    exact.gershgorin(G + mu * R, mask), rtol=1e-13)

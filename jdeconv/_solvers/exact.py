@@ -474,12 +474,17 @@ def _active_set_solve(G, b, mask, eq, ineq, tol, lg, bmax, max_iters, max_total,
     return k, A, h, done, fin, obj_h, opt_h
 
 
+def gershgorin(G, mask):
+    """``max_i Σ_j |G_ij|`` over the support ``mask`` (the solver's Lipschitz bound)."""
+    both = mask[:, None] & mask[None, :]
+    return jnp.max(jnp.sum(jnp.abs(jnp.where(both, G, 0)), axis=1))
+
+
 @functools.partial(jax.jit, static_argnames=("history", "warm_start", "block_sizes"))
 def _solve(G, b, mask, tol, eq, ineq, max_iters, max_fallback_iters, initial_active=None,
-           history=0, warm_start=0, block_sizes=()):
+           lipschitz=None, history=0, warm_start=0, block_sizes=()):
     dt = G.dtype
-    both = mask[:, None] & mask[None, :]
-    lg = jnp.max(jnp.sum(jnp.abs(jnp.where(both, G, 0)), axis=1))
+    lg = gershgorin(G, mask) if lipschitz is None else lipschitz
     lg = jnp.maximum(lg, jnp.finfo(dt).tiny)
     bmax = jnp.max(jnp.abs(jnp.where(mask, b, 0)))
 
@@ -534,6 +539,7 @@ def solve_qp(
     warm_start: int | None = None,
     block_sizes: tuple | None = None,
     initial_active=None,
+    lipschitz=None,
 ) -> QPResult:
     """Solve min 1/2 h^T G h - b^T h subject to ``prior`` on the support ``mask``.
 
@@ -568,6 +574,9 @@ def solve_qp(
       initial_active: optional (n,) bool first guess of the taps at a bound
         (e.g. the active set of a neighbouring problem, or
         :func:`jdeconv._solvers.fourier.active_set_guess`); replaces the warm start.
+      lipschitz: optional :func:`gershgorin` bound of ``gram`` on ``mask`` (it scales
+        the tolerances), when the caller has it more cheaply than the full pass over
+        ``gram`` that computes it otherwise.
 
     Returns:
       QPResult(solution, iterations, converged, kkt_residual, active_set,
@@ -609,6 +618,6 @@ def solve_qp(
     return _solve(
         G, b, mask, tol, eq, ineq,
         jnp.int32(int(max_iters)), jnp.int32(int(max_fallback_iters)), initial_active,
-        history=size,
+        None if lipschitz is None else jnp.asarray(lipschitz, dt), history=size,
         warm_start=int(warm_start), block_sizes=tuple(block_sizes or ()),
     )
