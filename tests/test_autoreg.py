@@ -290,3 +290,30 @@ def test_shifted_gershgorin_equals_the_full_pass():
                 np.testing.assert_allclose(
                     fn(rows, G, mu, mask, (a, b), kernel_shape=shape),
                     exact.gershgorin(G + mu * R, mask), rtol=1e-13)
+
+
+@pytest.mark.parametrize("prior", ["simplex", "none"])
+def test_sequential_path_equals_independent_solves(prior):
+    # the warm starts along the weight path (previous active set, then the
+    # extrapolation of the last two solutions) reach the same solutions and dof
+    # as cold solves of every candidate
+    import jax.numpy as jnp
+    from jdeconv import _geometry, _gram
+    x, y = _pair("camera", jdeconv.data.motion_kernel(K, 6, 30), 0.005, 8)
+    ks = (K, K)
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    ne = _gram.normal_equations_impl(x, y, ks, "valid")
+    cands = jnp.asarray(_autoreg.DEFAULT_CANDIDATES)
+    R = _autoreg._basis(("smooth",), ks)
+    mask = jnp.ones((K * K,), bool)
+
+    def run(sequential):
+        return jax.jit(lambda ne, xp, y: _autoreg.solve_candidates(
+            ne, xp, y, cands, R, mask, 1e-10, kernel_shape=ks, prior=prior, max_iters=100,
+            sequential=sequential, stencil=_autoreg.stencil(("smooth",))))(
+                ne, _geometry.pad(x, ks, "valid"), y)
+
+    seq, cold = run(True), run(False)
+    assert bool(jnp.all(seq.qp.converged)) and bool(jnp.all(cold.qp.converged))
+    np.testing.assert_allclose(seq.kernels, cold.kernels, atol=1e-9)
+    np.testing.assert_allclose(seq.dof, cold.dof, rtol=1e-8)
