@@ -55,7 +55,7 @@ import numpy as np
 from jax import lax
 
 from jdeconv import _conv, _geometry, _gram, _names, _noise_level, _problem, _regularizers
-from jdeconv import _progress, _validation
+from jdeconv import _progress, _shifted_gram, _validation
 from jdeconv._solvers import exact
 
 __all__ = ["AutoRegularization", "DEFAULT_CANDIDATES", "METHODS", "TERMS",
@@ -173,20 +173,22 @@ def _dof(gram, R, mu, free, eq, block_sizes=(), *, stencil=None, kernel_shape=No
     differences of the ``kernel_shape`` grid, as
     :func:`jdeconv._regularizers.traced_quadratic` builds it), the trace is
     computed from the inverse factor and the difference stencil instead of a
-    solve with the dense ``R``. ``shifted``: optionally ``gram + mu R`` already
-    formed (the QP's matrix); with a stencil only its free block is then read.
+    solve with the dense ``R``. ``shifted``: optionally ``gram + mu R`` (a matrix
+    or a :class:`jdeconv._shifted_gram.ShiftedGram`, the QP's operand); with a
+    stencil only its free block is read.
     """
     if stencil is not None and shifted is None:
-        shifted = gram + mu * R
+        shifted = _shifted_gram.ShiftedGram(gram, mu, *stencil, kernel_shape)
     if block_sizes:
         def on_block(idx, valid, gram, R, shifted):
             sub = lambda a: a[idx[:, None], idx[None, :]]  # noqa: E731
             if stencil is not None:
-                return _dof_stencil(sub(shifted), mu, valid, eq, stencil, kernel_shape, idx)
+                return _dof_stencil(_shifted_gram.block(shifted, idx), mu, valid, eq,
+                                    stencil, kernel_shape, idx)
             return _dof_on(sub(gram), sub(R), mu, valid, eq)
         return exact.on_free_block(on_block, free, block_sizes, gram, R, shifted)
     if stencil is not None:
-        return _dof_stencil(shifted, mu, free, eq, stencil, kernel_shape,
+        return _dof_stencil(_shifted_gram.dense(shifted), mu, free, eq, stencil, kernel_shape,
                             jnp.arange(free.shape[-1]))
     return _dof_on(gram, R, mu, free, eq)
 
@@ -381,9 +383,11 @@ def solve_candidates(ne, xp, y, candidates, R, mask, tol, *, kernel_shape, prior
 
     def solve(w, active=None, blocks=()):
         mu = w * scale
-        shifted = gram + mu * R
-        lip = None if stencil is None else _shifted_gershgorin(
-            abs_rows, gram, mu, mask, stencil, kernel_shape)
+        if stencil is None:
+            shifted, lip = gram + mu * R, None
+        else:  # G + mu R, never formed in full (blocks and products from the stencil)
+            shifted = _shifted_gram.ShiftedGram(gram, mu, *stencil, kernel_shape)
+            lip = _shifted_gershgorin(abs_rows, gram, mu, mask, stencil, kernel_shape)
         res = exact.solve_qp(shifted, rhs, prior=prior, mask=mask,
                              max_iters=max_iters, tol=tol, history=history,
                              initial_active=active, block_sizes=blocks, lipschitz=lip)

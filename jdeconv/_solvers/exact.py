@@ -108,7 +108,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jdeconv import _names, _objective, _priors, _validation
+from jdeconv import _names, _objective, _priors, _shifted_gram, _validation
 
 _HI = lax.Precision.HIGHEST  # full float32 products on accelerators (no TF32 passes)
 
@@ -222,19 +222,21 @@ def _eqp_block(G, b, free, eq, size: int, project=None):
     n = G.shape[-1]
     idx = jnp.nonzero(free, size=size, fill_value=0)[0]
     valid = jnp.arange(size) < jnp.sum(free)
-    hs, mu = _eqp(G[idx[:, None], idx[None, :]], b[idx], valid, eq)
+    hs, mu = _eqp(_shifted_gram.block(G, idx), b[idx], valid, eq)
     hs = jnp.where(valid, hs, 0)
     h = jnp.zeros((n,), G.dtype).at[idx].add(hs)
-    rows = G[idx]  # (size, n): G h = sum_i h[idx_i] G[idx_i, :]
-    gh = jnp.matmul(hs, rows, precision=_HI)
+    # G h = sum_i h[idx_i] G[idx_i, :], from the (size, n) gathered rows
+    gh = _shifted_gram.rows_matvec(G, hs, idx, h, precision=_HI)
     if project is None:
         return h, mu, gh, h, gh
     ps = jnp.where(valid, project(h)[idx], 0)  # p's support lies in the block (see _eqp_any)
-    return h, mu, gh, jnp.zeros((n,), G.dtype).at[idx].add(ps), jnp.matmul(ps, rows, precision=_HI)
+    p = jnp.zeros((n,), G.dtype).at[idx].add(ps)
+    return h, mu, gh, p, _shifted_gram.rows_matvec(G, ps, idx, p, precision=_HI)
 
 
 def _eqp_full(G, b, free, eq, project=None, first=None):
     """:func:`_eqp` with the outputs of :func:`_eqp_block`, by full products."""
+    G = _shifted_gram.dense(G)  # formed only where this branch runs
     h, mu = _eqp(G, b, free, eq, first)
     gh = jnp.matmul(G, h, precision=_HI)
     if project is None:
@@ -321,7 +323,7 @@ def _warm_start(G, b, mask, eq, ineq, lg, iters: int):
 
     def body(_, carry):
         h, z, t = carry
-        h_new = _project(z - (G @ z - b) / lg, mask, eq, ineq)
+        h_new = _project(z - (_shifted_gram.matvec(G, z) - b) / lg, mask, eq, ineq)
         t_new = 0.5 * (1 + jnp.sqrt(1 + 4 * t * t))
         return h_new, h_new + ((t - 1) / t_new) * (h_new - h), t_new
 
@@ -330,7 +332,7 @@ def _warm_start(G, b, mask, eq, ineq, lg, iters: int):
 
 
 def _with_product(G, h):
-    return h, jnp.matmul(G, h, precision=_HI)
+    return h, _shifted_gram.matvec(G, h, precision=_HI)
 
 
 def _project(x, mask, eq, ineq):
@@ -338,7 +340,8 @@ def _project(x, mask, eq, ineq):
 
 
 def _kkt_residual(G, b, h, mask, eq, ineq, lg, bmax):
-    return _objective.optimality(h, G @ h - b, lambda v: _project(v, mask, eq, ineq), lg, bmax)
+    return _objective.optimality(h, _shifted_gram.matvec(G, h) - b,
+                                 lambda v: _project(v, mask, eq, ineq), lg, bmax)
 
 
 def _finite(x):
@@ -451,7 +454,7 @@ def _active_set_solve(G, b, mask, eq, ineq, tol, lg, bmax, max_iters, max_total,
     hist0 = jnp.full((max(history, 1),), jnp.nan, dt)
     if history:
         hp = _project(zeros, mask, eq, ineq)
-        gp = G @ hp - b
+        gp = _shifted_gram.matvec(G, hp) - b
         obj0 = hist0.at[0].set(0.5 * jnp.dot(hp, gp - b))
         opt0 = hist0.at[0].set(_objective.optimality(
             hp, gp, lambda v: _project(v, mask, eq, ineq), lg, bmax))
@@ -484,7 +487,7 @@ def gershgorin(G, mask):
 def _solve(G, b, mask, tol, eq, ineq, max_iters, max_fallback_iters, initial_active=None,
            lipschitz=None, history=0, warm_start=0, block_sizes=()):
     dt = G.dtype
-    lg = gershgorin(G, mask) if lipschitz is None else lipschitz
+    lg = gershgorin(_shifted_gram.dense(G), mask) if lipschitz is None else lipschitz
     lg = jnp.maximum(lg, jnp.finfo(dt).tiny)
     bmax = jnp.max(jnp.abs(jnp.where(mask, b, 0)))
 
@@ -502,7 +505,7 @@ def _solve(G, b, mask, tol, eq, ineq, max_iters, max_fallback_iters, initial_act
     first = None
     if block_sizes and initial_active is None and not warm_start:
         big = jnp.sum(mask) > block_sizes[-1]
-        first = (big, lax.cond(big, lambda: _masked_cholesky(G, mask),
+        first = (big, lax.cond(big, lambda: _masked_cholesky(_shifted_gram.dense(G), mask),
                                lambda: jnp.eye(mask.shape[-1], dtype=dt)))
     iters, A, h, done, fin, obj_h, opt_h = _active_set_solve(
         G, b, mask, eq, ineq, tol / 10, lg, bmax, max_iters, max_iters + max_fallback_iters,
@@ -516,7 +519,7 @@ def _solve(G, b, mask, tol, eq, ineq, max_iters, max_fallback_iters, initial_act
     converged = done & fin & (kkt <= tol)
     if history:  # the last entry is the polished solution's
         i = jnp.minimum(iters, history - 1)
-        obj_h = obj_h.at[i].set(0.5 * jnp.dot(h, G @ h - 2 * b))
+        obj_h = obj_h.at[i].set(0.5 * jnp.dot(h, _shifted_gram.matvec(G, h) - 2 * b))
         opt_h = opt_h.at[i].set(kkt)
     return QPResult(h, iters, converged, kkt, active, obj_h, opt_h)
 
@@ -547,7 +550,9 @@ def solve_qp(
     and all budgets), usable inside ``jax.jit`` and ``jax.vmap``.
 
     Args:
-      gram: (n, n) symmetric positive definite G (on the support).
+      gram: (n, n) symmetric positive definite G (on the support), or a
+        :class:`jdeconv._shifted_gram.ShiftedGram` ``G + mu R`` (never formed
+        in full: its blocks and products come from ``G`` and ``R``'s stencil).
       rhs: (n,) b.
       prior: "none" | "sum_to_one" | "nonneg" | "simplex" (Python value).
       mask: optional (n,) bool support; entries outside are fixed to 0.
@@ -591,10 +596,12 @@ def solve_qp(
       ([0.5, 0.0, 2.0], True)
     """
     _validation.check_prior(prior)
-    dt = jnp.result_type(gram, rhs, jnp.float32)
+    shifted = isinstance(gram, _shifted_gram.ShiftedGram)
+    dt = jnp.result_type(gram.G if shifted else gram, rhs, jnp.float32)
     if not jnp.issubdtype(dt, jnp.floating):
         dt = jnp.dtype(jnp.float32)
-    G = jnp.asarray(gram, dt)
+    G = (jax.tree_util.tree_map(lambda v: jnp.asarray(v, dt), gram) if shifted
+         else jnp.asarray(gram, dt))
     b = jnp.asarray(rhs, dt)
     n = b.shape[-1] if b.ndim else 0
     if G.shape != (n, n) or b.shape != (n,):
