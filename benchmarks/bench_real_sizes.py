@@ -29,7 +29,9 @@ Columns (every ratio from this one run):
 Timing: every JAX path is called once first (its compile time, first call − warm
 median, is reported separately), then timed as the median of ``--reps`` (≥ 3) warm
 runs; a path whose single run exceeds ``--slow-s`` is run fewer times (the run count is
-in the JSON). A loop of single calls is timed per pair over up to ``--batch`` pairs,
+in the JSON). The columns a ratio compares (``normal_equations``, exact and auto) are
+timed in alternation, one call of each per round, so that both sides of a ratio see
+the same load. A loop of single calls is timed per pair over up to ``--batch`` pairs,
 stopping after ``--loop-budget-s`` (with at least 3 pairs): the throughput ratio is
 (loop seconds per pair) / (batched seconds per pair). ``uptime`` is printed at the
 start and the end; the JSON (default benchmarks/results/bench_real_sizes.json,
@@ -112,6 +114,33 @@ def warm(fn, reps, slow_s):
     first, out = _common.timed(fn)
     med, runs, out = _common.median_time(fn, reps, budget_s=slow_s)
     return dict(first_s=first, warm_s=med, runs=runs, compile_s=max(first - med, 0.0)), out
+
+
+def warm_interleaved(fns, reps, slow_s):
+    """:func:`warm` for several functions, timed in alternation (one call of each per round).
+
+    A ratio between two columns then compares calls made under the same load: timed
+    one block after the other, a drift of the machine's speed between the blocks
+    moved a ratio by up to 0.3 (1.2× against 1.5× for the same code).
+    Returns ``({name: timing}, {name: output})``.
+    """
+    firsts, outs, ts = {}, {}, {name: [] for name in fns}
+    for name, fn in fns.items():
+        firsts[name], outs[name] = _common.timed(fn)
+    for _ in range(reps):
+        slow = False
+        for name, fn in fns.items():
+            t, outs[name] = _common.timed(fn)
+            ts[name].append(t)
+            slow |= t > slow_s
+        if slow:
+            break
+    timings = {}
+    for name in fns:
+        med = float(np.median(ts[name]))
+        timings[name] = dict(first_s=firsts[name], warm_s=med, runs=len(ts[name]),
+                             compile_s=max(firsts[name] - med, 0.0))
+    return timings, outs
 
 
 def per_pair_loop(fn, n, budget_s):
@@ -239,11 +268,15 @@ def single_pair_rows(args):
         for box in args.boxes:
             h = true_kernel(kind, box)
             y = blurred(x, h, seed=box)
-            ne_t, ne = warm(lambda: jax.block_until_ready(
-                jdeconv.normal_equations(x, y, box, "same")), args.reps, args.slow_s)
-            ex_t, est = warm(lambda: jdeconv.estimate_kernel(x, y, box, mode="same",
-                                                             throw=False),
-                             args.reps, args.slow_s)
+            fns = {"ne": lambda: jax.block_until_ready(
+                       jdeconv.normal_equations(x, y, box, "same")),
+                   "exact": lambda: jdeconv.estimate_kernel(x, y, box, mode="same",
+                                                            throw=False)}
+            if not args.no_auto:
+                fns["auto"] = lambda: jdeconv.estimate_kernel(
+                    x, y, box, mode="same", regularization="auto", throw=False)
+            timings, outs = warm_interleaved(fns, args.reps, args.slow_s)
+            ne_t, ne, ex_t, est = timings["ne"], outs["ne"], timings["exact"], outs["exact"]
             h_exact = kernel_of(est)
             row = dict(size=args.size, kind=kind, box=box, ne=ne_t, exact=ex_t,
                        exact_result=int(est.result),
@@ -251,9 +284,7 @@ def single_pair_rows(args):
                        exact_nonzero_taps=int(np.sum(h_exact > 0)),
                        exact_over_ne=ex_t["warm_s"] / ne_t["warm_s"])
             if not args.no_auto:
-                au_t, est_a = warm(lambda: jdeconv.estimate_kernel(
-                    x, y, box, mode="same", regularization="auto", throw=False),
-                    args.reps, args.slow_s)
+                au_t, est_a = timings["auto"], outs["auto"]
                 row.update(auto=au_t, auto_result=int(est_a.result),
                            auto_rel_err=_common.rel_err(kernel_of(est_a), h),
                            auto_over_ne=au_t["warm_s"] / ne_t["warm_s"])
@@ -297,10 +328,11 @@ def im2col_rows(args):
     for k in args.large_kernels:
         h = true_kernel("defocus", k, variant=1)
         y = blurred(x, h, seed=k)
-        ne_t, _ = warm(lambda: jax.block_until_ready(jdeconv.normal_equations(x, y, k, "same")),
-                       args.reps, args.slow_s)
-        ex_t, est = warm(lambda: jdeconv.estimate_kernel(x, y, k, mode="same", throw=False),
-                         args.reps, args.slow_s)
+        timings, outs = warm_interleaved(
+            {"ne": lambda: jax.block_until_ready(jdeconv.normal_equations(x, y, k, "same")),
+             "exact": lambda: jdeconv.estimate_kernel(x, y, k, mode="same", throw=False)},
+            args.reps, args.slow_s)
+        ne_t, ex_t, est = timings["ne"], timings["exact"], outs["exact"]
         yv = np.asarray(_geometry.same_to_valid(y, (k, k))).ravel()
         t_build, A = _common.timed(
             lambda: np.asarray(jdeconv.kernel_operator(x, (k, k), "valid").as_matrix()))
