@@ -24,12 +24,14 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jdeconv import (_autoreg, _blas_threads, _conv, _diagnostics, _geometry, _gram, _host_memory,
                      _implicit, _kernel_size, _matrix_free, _names, _noise_level, _priors,
-                     _problem, _progress, _regularizers, _schedule, _uncertainty, _validation,
-                     _weighted_gram)
+                     _problem, _progress, _regularizers, _schedule, _shifted_gram, _uncertainty,
+                     _validation, _weighted_gram)
 from jdeconv._objective import Objective, lipschitz
 from jdeconv._solution import RESULTS, EstimateError, KernelEstimate
 from jdeconv._solvers import _driver, adam, exact, fista, fourier, gd, momentum
 from jdeconv._solvers import options as _options
+
+_HI = jax.lax.Precision.HIGHEST
 
 # Largest kernel (in taps) for which the exact solver forms and factors the
 # (k l) x (k l) normal matrix; beyond it "auto" uses FISTA.
@@ -265,15 +267,20 @@ class _Model(NamedTuple):
 _EXPANSION_MIN_SHARE = 1e-6
 
 
-def _rss_by_expansion(ne, h, direct):
+def _rss_by_expansion(ne, h, direct, gh=None):
     """``||conv(x, h) − y||²`` as ``hᵀGh − 2bᵀh + ||y||²``, without an image-size convolution.
 
     Float64, plain least squares (``ne`` unregularised). Where the result is
     below :data:`_EXPANSION_MIN_SHARE` of ``||y||²`` (a nearly exact fit), it
     comes from ``direct()`` instead (``lax.cond``: computed only then). At 512²
-    with a 15×15 kernel the convolution was 4 of the estimate's 21 ms.
+    with a 15×15 kernel the convolution was 4 of the estimate's 21 ms. ``gh``:
+    ``G h`` if the caller has it (otherwise one ``n x n`` product).
     """
-    rss = 2.0 * _gram.quadratic_value(ne, h)
+    if gh is None:
+        rss = 2.0 * _gram.quadratic_value(ne, h)
+    else:
+        rss = (jnp.dot(h, gh, precision=_HI) - 2.0 * jnp.dot(ne.rhs, h, precision=_HI)
+               + 2.0 * ne.half_yy)
     return jax.lax.cond(rss > _EXPANSION_MIN_SHARE * 2.0 * ne.half_yy, lambda: rss, direct)
 
 
@@ -348,8 +355,9 @@ def _core(x, y, support, weights, tol, reference, candidates, w, *, kernel_shape
         return r if wt is None else jnp.sqrt(wt) * jnp.where(wt > 0, r, 0)
 
     def finish(h, result, opt, iters, hist, errs, objective, L, wts, dof, stats, elim=None,
-               wt=None, face=None, offset=0.0, variance=None, plain_ne=None):
-        """The estimate's outputs; ``plain_ne``: the plain model's unregularised normal
+               wt=None, face=None, offset=0.0, variance=None, plain_ne=None, plain_gh=None):
+        """The estimate's outputs; ``plain_gh``: ``plain_ne.gram @ h`` where the caller has
+        it; ``plain_ne``: the plain model's unregularised normal
         equations, from which the residual's norm comes without a convolution."""
         c = background_of(elim, h)
         # The image-size work of the diagnostics (the residual's FFTs, then the noise
@@ -368,7 +376,7 @@ def _core(x, y, support, weights, tol, reference, candidates, w, *, kernel_shape
         # Large images keep the convolution, and its place after the solve (see above); under
         # vmap a condition would evaluate both sides.
         if plain_ne is not None and not batched and not late and dtype == jnp.float64:
-            rss, r = _rss_by_expansion(plain_ne, h, lambda: direct_rss()[0]), None
+            rss, r = _rss_by_expansion(plain_ne, h, lambda: direct_rss()[0], plain_gh), None
         else:
             rss, r = direct_rss()
         if variance is not None:  # Poisson: Pearson's statistic, each pixel's own variance
@@ -542,11 +550,15 @@ def _core(x, y, support, weights, tol, reference, candidates, w, *, kernel_shape
         dof = dof + nb + (1.0 if model.gain and eq else 0.0)
         stats = {"active_taps": jnp.sum(mask & qp.active_set).astype(jnp.int32),
                  "optimality_history": qp.optimality_history}
+        g = objective.grad(h)  # the same product as the solver's last (XLA computes it once)
+        # (G h)'s data part for the residual's norm, with R h from R's stencil (no product)
+        data_gh = g + ne.rhs - _shifted_gram.stencil_matvec(
+            h, scale * weights["tikhonov"], scale * weights["smooth"], kernel_shape)
         return finish(h, RESULTS.where(qp.converged, finite), qp.kkt_residual,
                       qp.iterations.astype(jnp.int32), hist, errs,
-                      objective.value_from_grad(h, objective.grad(h)), L, weights, dof, stats,
+                      objective.value_from_grad(h, g), L, weights, dof, stats,
                       elim, wt, (gram, qp.active_set | ~mask, ne.gram),
-                      plain_ne=None if general else ne)
+                      plain_ne=None if general else ne, plain_gh=data_gh)
 
     if solver == "gd":
         init, update = gd.make(L)

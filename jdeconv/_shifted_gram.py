@@ -60,7 +60,7 @@ def _stencil_entries(rows, cols, a, b, kernel_shape, dtype):
     return jnp.where(d == 0, a + b * deg, jnp.where(near, -b, jnp.zeros((), dtype)))
 
 
-def _stencil_matvec(h, a, b, kernel_shape):
+def stencil_matvec(h, a, b, kernel_shape):
     """``(a I + b DᵀD) h`` for ``h`` (n,) on the kernel grid."""
     k, l = kernel_shape
     v = h.reshape(k, l)
@@ -75,7 +75,7 @@ def matvec(G, h, precision=None):
     """``G h`` for a matrix or a :class:`ShiftedGram`."""
     if isinstance(G, ShiftedGram):
         return (jnp.matmul(G.G, h, precision=precision)
-                + G.mu * _stencil_matvec(h, G.a, G.b, G.kernel_shape))
+                + G.mu * stencil_matvec(h, G.a, G.b, G.kernel_shape))
     return jnp.matmul(G, h, precision=precision)
 
 
@@ -92,7 +92,7 @@ def rows_matvec(G, hs, idx, h, precision=None):
     ``s`` gathered rows of ``G`` (symmetric), and ``R h`` by its stencil."""
     if isinstance(G, ShiftedGram):
         return (jnp.matmul(hs, G.G[idx], precision=precision)
-                + G.mu * _stencil_matvec(h, G.a, G.b, G.kernel_shape))
+                + G.mu * stencil_matvec(h, G.a, G.b, G.kernel_shape))
     return jnp.matmul(hs, G[idx], precision=precision)
 
 

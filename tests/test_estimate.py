@@ -330,6 +330,13 @@ def test_residual_norm_from_the_normal_equations_equals_the_direct_norm():
         est = jdeconv.estimate_kernel(x, y, 5)
         direct = np.linalg.norm(np.asarray(jdeconv.conv2d(x, est.kernel)) - y)
         assert float(est.residual_norm) == pytest.approx(direct, rel=1e-8)
+    # Regularised: the data part of G h is the solver's product less R h (from R's stencil)
+    x, y = xs[2], ys[2]
+    for reg in ({"smooth": 1e-1, "tikhonov": 1e-2}, "auto"):
+        est = jdeconv.estimate_kernel(x, y, 5, regularization=reg)
+        assert float(est.regularization["smooth"]) > 0
+        direct = np.linalg.norm(np.asarray(jdeconv.conv2d(x, est.kernel)) - y)
+        assert float(est.residual_norm) == pytest.approx(direct, rel=1e-8)
     # A nearly exact fit, where the expansion would be rounding error: computed directly.
     x = xs[1]
     y = np.asarray(jdeconv.conv2d(x, hs[1]))

@@ -339,9 +339,9 @@ def _project(x, mask, eq, ineq):
     return _priors.project_flags(x, mask, eq, ineq)
 
 
-def _kkt_residual(G, b, h, mask, eq, ineq, lg, bmax):
-    return _objective.optimality(h, _shifted_gram.matvec(G, h) - b,
-                                 lambda v: _project(v, mask, eq, ineq), lg, bmax)
+def _kkt_residual(g, h, mask, eq, ineq, lg, bmax):
+    """The optimality measure of ``h`` with gradient ``g = G h − b``."""
+    return _objective.optimality(h, g, lambda v: _project(v, mask, eq, ineq), lg, bmax)
 
 
 def _finite(x):
@@ -514,12 +514,13 @@ def _solve(G, b, mask, tol, eq, ineq, max_iters, max_fallback_iters, initial_act
     h = jnp.where(ineq, jnp.maximum(h, 0), h) * mask.astype(dt)
     h = jnp.where(eq, h / jnp.sum(h), h)
     active = A | ~mask | (ineq & (h == 0))
-    kkt = _kkt_residual(G, b, h, mask, eq, ineq, lg, bmax)
+    g = _shifted_gram.matvec(G, h, precision=_HI) - b  # one product for both uses below
+    kkt = _kkt_residual(g, h, mask, eq, ineq, lg, bmax)
     fin = fin & _finite(h)
     converged = done & fin & (kkt <= tol)
     if history:  # the last entry is the polished solution's
         i = jnp.minimum(iters, history - 1)
-        obj_h = obj_h.at[i].set(0.5 * jnp.dot(h, _shifted_gram.matvec(G, h) - 2 * b))
+        obj_h = obj_h.at[i].set(0.5 * jnp.dot(h, g - b))
         opt_h = opt_h.at[i].set(kkt)
     return QPResult(h, iters, converged, kkt, active, obj_h, opt_h)
 
