@@ -217,8 +217,14 @@ def _dof_stencil(shifted, mu, free, eq, stencil, kernel_shape, idx):
     on the face), and ``uᵀRu`` comes from the stencil on the kernel grid, so
     neither ``G`` nor ``R`` is gathered.
     """
-    fz = free.astype(shifted.dtype)
     chol = exact._masked_cholesky(shifted, free)  # assembled as the QP's (no copy)
+    return _dof_from_factor(chol, free, idx, mu, eq, stencil, kernel_shape)
+
+
+def _dof_from_factor(chol, free, idx, mu, eq, stencil, kernel_shape):
+    """:func:`_dof_stencil` from the face's factor ``chol`` (:func:`exact._masked_cholesky`
+    of the block of ``G + mu R`` at ``idx`` (s,), ``free`` (s,) its real taps)."""
+    fz = free.astype(chol.dtype)
     dof = jnp.sum(fz) - mu * _trace_inverse_stencil(chol, fz, idx, stencil, kernel_shape)
     if eq:
         u = jax.scipy.linalg.cho_solve((chol, True), fz)  # zero off the face
@@ -388,12 +394,22 @@ def solve_candidates(ne, xp, y, candidates, R, mask, tol, *, kernel_shape, prior
         else:  # G + mu R, never formed in full (blocks and products from the stencil)
             shifted = _shifted_gram.ShiftedGram(gram, mu, *stencil, kernel_shape)
             lip = _shifted_gershgorin(abs_rows, gram, mu, mask, stencil, kernel_shape)
-        res = exact.solve_qp(shifted, rhs, prior=prior, mask=mask,
-                             max_iters=max_iters, tol=tol, history=history,
-                             initial_active=active, block_sizes=blocks, lipschitz=lip)
-        free = mask & ~res.active_set
-        return res, _dof(gram, R, mu, free, eq, blocks, stencil=stencil,
-                         kernel_shape=kernel_shape, shifted=shifted)
+        opts = dict(prior=prior, mask=mask, max_iters=max_iters, tol=tol, history=history,
+                    initial_active=active, block_sizes=blocks, lipschitz=lip)
+
+        def dof_otherwise(res):
+            return _dof(gram, R, mu, mask & ~res.active_set, eq, blocks, stencil=stencil,
+                        kernel_shape=kernel_shape, shifted=shifted)
+
+        if stencil is None or not blocks:  # (under vmap a condition evaluates both sides)
+            res = exact.solve_qp(shifted, rhs, **opts)
+            return res, dof_otherwise(res)
+        # the degrees of freedom from the solver's own factor of the final face (one
+        # factorisation less), unless the solver ended elsewhere than on that face
+        res, dof, taken = exact.solve_qp_with_face_statistic(
+            shifted, rhs, lambda chol, idx, valid: _dof_from_factor(
+                chol, valid, idx, mu, eq, stencil, kernel_shape), **opts)
+        return res, lax.cond(taken, lambda: dof, lambda: dof_otherwise(res))
 
     if sequential:
         total = candidates.shape[0]

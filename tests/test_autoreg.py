@@ -307,13 +307,17 @@ def test_sequential_path_equals_independent_solves(prior):
     R = _autoreg._basis(("smooth",), ks)
     mask = jnp.ones((K * K,), bool)
 
-    def run(sequential):
+    def run(sequential, blocks=()):
         return jax.jit(lambda ne, xp, y: _autoreg.solve_candidates(
             ne, xp, y, cands, R, mask, 1e-10, kernel_shape=ks, prior=prior, max_iters=100,
-            sequential=sequential, stencil=_autoreg.stencil(("smooth",))))(
-                ne, _geometry.pad(x, ks, "valid"), y)
+            sequential=sequential, stencil=_autoreg.stencil(("smooth",)),
+            block_sizes=blocks))(ne, _geometry.pad(x, ks, "valid"), y)
 
-    seq, cold = run(True), run(False)
+    # with blocks, each candidate's dof comes from the solver's own factor of its face
+    seq, cold, blocked = run(True), run(False), run(True, (16, 32, 48))
     assert bool(jnp.all(seq.qp.converged)) and bool(jnp.all(cold.qp.converged))
+    assert bool(jnp.all(blocked.qp.converged))
     np.testing.assert_allclose(seq.kernels, cold.kernels, atol=1e-9)
     np.testing.assert_allclose(seq.dof, cold.dof, rtol=1e-8)
+    np.testing.assert_allclose(blocked.kernels, cold.kernels, atol=1e-9)
+    np.testing.assert_allclose(blocked.dof, cold.dof, rtol=1e-8)

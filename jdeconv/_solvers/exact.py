@@ -173,7 +173,8 @@ def _masked_cholesky(G, free):
 def _eqp(G, b, free, eq, first=None):
     """Minimise q on {h_i = 0, i not in free} (and sum h = 1 if ``eq``).
 
-    Returns (h, mu) with G_FF h_F - b_F = mu 1_F (mu = 0 without equality).
+    Returns (h, mu, chol) with G_FF h_F - b_F = mu 1_F (mu = 0 without equality)
+    and ``chol`` the factor of :func:`_masked_cholesky`.
     One Cholesky factorisation, then 1 + _REFINE_STEPS solves of the KKT
     system (the first, from h = 0, is the plain solve; the others are
     iterative refinement with the same factor). ``first``, if given, is
@@ -207,10 +208,10 @@ def _eqp(G, b, free, eq, first=None):
     h, mu = lax.fori_loop(
         0, 1 + _REFINE_STEPS, step, (jnp.zeros_like(b), jnp.zeros((), dt))
     )
-    return h * fz, mu
+    return h * fz, mu, chol
 
 
-def _eqp_block(G, b, free, eq, size: int, project=None):
+def _eqp_block(G, b, free, eq, size: int, project=None, stat=None):
     """:func:`_eqp` on the free taps gathered into a ``(size, size)`` block (``|free| <= size``).
 
     The factorisation then costs ``size³/3`` instead of ``n³/3``: at camera
@@ -218,47 +219,61 @@ def _eqp_block(G, b, free, eq, size: int, project=None):
     ``(h, mu, G h, p, G p)`` with ``p = project(h)``: the products come from
     the ``size`` gathered rows of ``G`` (``h`` and ``p`` vanish off the block;
     G symmetric), a fraction ``size / n`` of a full matrix-vector product.
+    ``stat``: see :func:`_eqp_any` (its value is the sixth output).
     """
     n = G.shape[-1]
     idx = jnp.nonzero(free, size=size, fill_value=0)[0]
     valid = jnp.arange(size) < jnp.sum(free)
-    hs, mu = _eqp(_shifted_gram.block(G, idx), b[idx], valid, eq)
+    hs, mu, chol = _eqp(_shifted_gram.block(G, idx), b[idx], valid, eq)
     hs = jnp.where(valid, hs, 0)
     h = jnp.zeros((n,), G.dtype).at[idx].add(hs)
     # G h = sum_i h[idx_i] G[idx_i, :], from the (size, n) gathered rows
     gh = _shifted_gram.rows_matvec(G, hs, idx, h, precision=_HI)
+    extra = _face_stat(stat, chol, idx, valid, h, mu, gh)
     if project is None:
-        return h, mu, gh, h, gh
+        return h, mu, gh, h, gh, extra
     ps = jnp.where(valid, project(h)[idx], 0)  # p's support lies in the block (see _eqp_any)
     p = jnp.zeros((n,), G.dtype).at[idx].add(ps)
-    return h, mu, gh, p, _shifted_gram.rows_matvec(G, ps, idx, p, precision=_HI)
+    return h, mu, gh, p, _shifted_gram.rows_matvec(G, ps, idx, p, precision=_HI), extra
 
 
-def _eqp_full(G, b, free, eq, project=None, first=None):
+def _face_stat(stat, chol, idx, valid, h, mu, gh):
+    """``stat(chol, idx, valid, h, mu, gh)``, or ``(0, False)`` without ``stat``."""
+    if stat is None:
+        return jnp.zeros((), chol.dtype), jnp.zeros((), bool)
+    return stat(chol, idx, valid, h, mu, gh)
+
+
+def _eqp_full(G, b, free, eq, project=None, first=None, stat=None):
     """:func:`_eqp` with the outputs of :func:`_eqp_block`, by full products."""
     G = _shifted_gram.dense(G)  # formed only where this branch runs
-    h, mu = _eqp(G, b, free, eq, first)
+    h, mu, chol = _eqp(G, b, free, eq, first)
     gh = jnp.matmul(G, h, precision=_HI)
+    extra = _face_stat(stat, chol, jnp.arange(free.shape[-1]), free, h, mu, gh)
     if project is None:
-        return h, mu, gh, h, gh
+        return h, mu, gh, h, gh, extra
     p = project(h)
-    return h, mu, gh, p, jnp.matmul(G, p, precision=_HI)
+    return h, mu, gh, p, jnp.matmul(G, p, precision=_HI), extra
 
 
-def _eqp_any(G, b, free, eq, block_sizes: tuple, project=None, first=None):
+def _eqp_any(G, b, free, eq, block_sizes: tuple, project=None, first=None, stat=None):
     """Equality-constrained solve on ``free``, in the smallest block that holds it.
 
-    Returns ``(h, mu, G h, p, G p)`` with ``p = project(h)`` (the identity
-    without ``project``).  ``project`` must keep the support of ``h`` (the
+    Returns ``(h, mu, G h, p, G p, (value, ok))`` with ``p = project(h)`` (the
+    identity without ``project``) and ``(value, ok) = stat(chol, idx, valid, h,
+    mu, G h)``, a statistic of the face from its factor (``chol``: the block's
+    :func:`_masked_cholesky` factor; ``idx``, ``valid``: see :func:`gather_block`),
+    or ``(0, False)`` without ``stat``.  ``project`` must keep the support of ``h`` (the
     prior's projection of an equality-constrained iterate does: clipping at
     zero, and for the simplex a positive shift, since ``sum h = 1`` already);
     in a block, ``p`` is taken on the block. ``first``: see :func:`_eqp` (the
     full-size branch only).
     """
     if not block_sizes:
-        return _eqp_full(G, b, free, eq, project)
-    branches = [functools.partial(_eqp_block, size=sz, project=project) for sz in block_sizes]
-    branches.append(functools.partial(_eqp_full, project=project, first=first))
+        return _eqp_full(G, b, free, eq, project, stat=stat)
+    branches = [functools.partial(_eqp_block, size=sz, project=project, stat=stat)
+                for sz in block_sizes]
+    branches.append(functools.partial(_eqp_full, project=project, first=first, stat=stat))
     i = jnp.searchsorted(jnp.asarray(block_sizes), jnp.sum(free))
     return lax.switch(i, [lambda G, b, free, eq, f=f: f(G, b, free, eq) for f in branches],
                       G, b, free, eq)
@@ -359,7 +374,7 @@ def _tolerances(h, tol, lg, bmax):
 
 
 def _active_set_solve(G, b, mask, eq, ineq, tol, lg, bmax, max_iters, max_total, history,
-                      A0, block_sizes, chol0=None):
+                      A0, block_sizes, chol0=None, face_stat=None):
     """PDAS, then (if needed) the primal active-set fallback, in one loop.
 
     One ``lax.while_loop`` (one Cholesky per iteration) whose carry has a
@@ -367,8 +382,12 @@ def _active_set_solve(G, b, mask, eq, ineq, tol, lg, bmax, max_iters, max_total,
     (``ineq`` False) the first iterate is accepted. ``chol0``: optional
     ``(use, factor)``, the Cholesky factor of ``G`` on ``~A0`` computed before
     the loop, and whether the first iteration takes it (it then depends on ``G``
-    alone, and XLA computes it once for a batch of solves with one ``G``). Returns
-    (iterations, active set, h, terminated, finite).
+    alone, and XLA computes it once for a batch of solves with one ``G``).
+    ``face_stat``: optional ``fn(chol, idx, valid) -> scalar``, evaluated inside the
+    factorisation's branch on the iteration where PDAS converges (the final face's
+    factor is then at hand, and no second factorisation is needed). Returns
+    (iterations, active set, h, terminated, finite, objective history, optimality
+    history, (face_stat's value, the face it was taken on, whether it was taken)).
     """
     n = G.shape[-1]
     dt = G.dtype
@@ -379,24 +398,35 @@ def _active_set_solve(G, b, mask, eq, ineq, tol, lg, bmax, max_iters, max_total,
         return _project(jnp.where(jnp.isfinite(h), h, 0), mask, eq, ineq)
 
     def cond(st):
-        k, _, _, _, done, fin, _, _, _, _, _ = st
+        k, _, _, _, done, fin, *_ = st
         return (k < max_total) & ~done & fin
 
-    def body(st):
-        k, phase, A, h, _, _, stall, best_ninf, best_h, obj_h, opt_h = st
-        F = ~A
-        free_s = F & mask
-        # the projection of heq and its product serve only the history
-        heq, mu, g_heq, hp_eq, g_hp_eq = _eqp_any(
-            G, b, F, eq, block_sizes, proj_finite if history else None,
-            None if chol0 is None else ((k == 0) & chol0[0], chol0[1]))
-        fin = _finite(heq) & jnp.isfinite(mu)
+    def pdas_violations(A, heq, mu, g_heq):
         lam = g_heq - b - mu  # bound multipliers (~0 on the free set)
         tau_h, tau_l = _tolerances(heq, tol, lg, bmax)
+        viol_free = ineq & ~A & mask & (heq < -tau_h)
+        viol_act = ineq & mask & A & (lam < -tau_l)
+        return lam, tau_h, tau_l, viol_free, viol_act
+
+    def body(st):
+        k, phase, A, h, _, _, stall, best_ninf, best_h, obj_h, opt_h, stat = st
+        F = ~A
+        free_s = F & mask
+        def on_face(chol, sidx, valid, heq, mu, g_heq):  # only where PDAS converges
+            *_, vf, va = pdas_violations(A, heq, mu, g_heq)
+            ok = (phase == 0) & ~jnp.any(vf) & ~jnp.any(va)
+            return lax.cond(ok, lambda: face_stat(chol, sidx, valid),
+                            lambda: jnp.zeros((), dt)), ok
+
+        stat_fn = None if face_stat is None else on_face
+        # the projection of heq and its product serve only the history
+        heq, mu, g_heq, hp_eq, g_hp_eq, (val, val_ok) = _eqp_any(
+            G, b, F, eq, block_sizes, proj_finite if history else None,
+            None if chol0 is None else ((k == 0) & chol0[0], chol0[1]), stat_fn)
+        fin = _finite(heq) & jnp.isfinite(mu)
+        lam, tau_h, tau_l, viol_free, viol_act = pdas_violations(A, heq, mu, g_heq)
 
         # ---- phase 0: primal-dual active set (semismooth Newton) step
-        viol_free = ineq & free_s & (heq < -tau_h)
-        viol_act = ineq & mask & A & (lam < -tau_l)
         ninf = (jnp.sum(viol_free) + jnp.sum(viol_act)).astype(jnp.int32)
         A_p = ~mask | viol_free | (A & ~viol_act)
         conv_p = ninf == 0
@@ -448,7 +478,10 @@ def _active_set_solve(G, b, mask, eq, ineq, tol, lg, bmax, max_iters, max_total,
             obj_h = obj_h.at[i].set(0.5 * jnp.dot(hp, gp - b))
             opt_h = opt_h.at[i].set(_objective.optimality(
                 hp, gp, lambda v: _project(v, mask, eq, ineq), lg, bmax))
-        return (k + 1, phase_n, A_n, h_n, done, fin, stall_n, best_ninf_n, best_h_n, obj_h, opt_h)
+        take = in_p & conv_p & val_ok  # the statistic of the face PDAS stops on
+        stat = (jnp.where(take, val, stat[0]), jnp.where(take, free_s, stat[1]), take | stat[2])
+        return (k + 1, phase_n, A_n, h_n, done, fin, stall_n, best_ninf_n, best_h_n, obj_h, opt_h,
+                stat)
 
     zeros = jnp.zeros((n,), dt)
     hist0 = jnp.full((max(history, 1),), jnp.nan, dt)
@@ -472,9 +505,10 @@ def _active_set_solve(G, b, mask, eq, ineq, tol, lg, bmax, max_iters, max_total,
         zeros,
         obj0,
         opt0,
+        (jnp.zeros((), dt), jnp.zeros((n,), bool), jnp.zeros((), bool)),
     )
-    k, _, A, h, done, fin, _, _, _, obj_h, opt_h = lax.while_loop(cond, body, st0)
-    return k, A, h, done, fin, obj_h, opt_h
+    k, _, A, h, done, fin, _, _, _, obj_h, opt_h, stat = lax.while_loop(cond, body, st0)
+    return k, A, h, done, fin, obj_h, opt_h, stat
 
 
 def gershgorin(G, mask):
@@ -483,9 +517,9 @@ def gershgorin(G, mask):
     return jnp.max(jnp.sum(jnp.abs(jnp.where(both, G, 0)), axis=1))
 
 
-@functools.partial(jax.jit, static_argnames=("history", "warm_start", "block_sizes"))
+@functools.partial(jax.jit, static_argnames=("history", "warm_start", "block_sizes", "face_stat"))
 def _solve(G, b, mask, tol, eq, ineq, max_iters, max_fallback_iters, initial_active=None,
-           lipschitz=None, history=0, warm_start=0, block_sizes=()):
+           lipschitz=None, history=0, warm_start=0, block_sizes=(), face_stat=None):
     dt = G.dtype
     lg = gershgorin(_shifted_gram.dense(G), mask) if lipschitz is None else lipschitz
     lg = jnp.maximum(lg, jnp.finfo(dt).tiny)
@@ -507,9 +541,9 @@ def _solve(G, b, mask, tol, eq, ineq, max_iters, max_fallback_iters, initial_act
         big = jnp.sum(mask) > block_sizes[-1]
         first = (big, lax.cond(big, lambda: _masked_cholesky(_shifted_gram.dense(G), mask),
                                lambda: jnp.eye(mask.shape[-1], dtype=dt)))
-    iters, A, h, done, fin, obj_h, opt_h = _active_set_solve(
+    iters, A, h, done, fin, obj_h, opt_h, stat = _active_set_solve(
         G, b, mask, eq, ineq, tol / 10, lg, bmax, max_iters, max_iters + max_fallback_iters,
-        history, A0, block_sizes, first)
+        history, A0, block_sizes, first, face_stat)
     # polish: exact feasibility (clip the accepted -tau_h <= h_i < 0, renormalise)
     h = jnp.where(ineq, jnp.maximum(h, 0), h) * mask.astype(dt)
     h = jnp.where(eq, h / jnp.sum(h), h)
@@ -522,7 +556,10 @@ def _solve(G, b, mask, tol, eq, ineq, max_iters, max_fallback_iters, initial_act
         i = jnp.minimum(iters, history - 1)
         obj_h = obj_h.at[i].set(0.5 * jnp.dot(h, g - b))
         opt_h = opt_h.at[i].set(kkt)
-    return QPResult(h, iters, converged, kkt, active, obj_h, opt_h)
+    # the statistic holds for the returned face only if the polish left that face as it was
+    value, face, taken = stat
+    taken = taken & jnp.all(face == (mask & ~active))
+    return QPResult(h, iters, converged, kkt, active, obj_h, opt_h), (value, taken)
 
 
 # --------------------------------------------------------------------------
@@ -596,6 +633,38 @@ def solve_qp(
       >>> res.solution.tolist(), bool(res.converged)
       ([0.5, 0.0, 2.0], True)
     """
+    return _solve_qp(gram, rhs, prior, mask, max_iters, tol, max_fallback_iters, history,
+                     warm_start, block_sizes, initial_active, lipschitz)[0]
+
+
+def solve_qp_with_face_statistic(gram, rhs, face_statistic, **options):
+    """:func:`solve_qp`, and a statistic of the final face from the solver's own factor.
+
+    ``face_statistic(chol, idx, valid) -> scalar`` receives the Cholesky factor of
+    the final face's block of ``gram`` (``(s, s)``, identity on padding entries), the
+    block's taps ``idx`` (s,) and which of them are real (``valid``, (s,)); it is
+    evaluated inside the solver, on the iteration where the primal-dual active-set
+    method converges, so the face needs no second factorisation.
+
+    Returns:
+      ``(QPResult, value, taken)``: ``taken`` is false where the statistic was not
+      evaluated on the returned face (the primal fallback ran, or the final polish
+      moved a tap to its bound); the caller then computes it otherwise (``value`` is
+      0 there).
+    """
+    opts = dict(prior="simplex", mask=None, max_iters=100, tol=None, max_fallback_iters=None,
+                history=False, warm_start=None, block_sizes=None, initial_active=None,
+                lipschitz=None)
+    unknown = set(options) - set(opts)
+    if unknown:
+        raise TypeError(f"unexpected options {sorted(unknown)}")
+    opts.update(options)
+    res, (value, taken) = _solve_qp(gram, rhs, *opts.values(), face_stat=face_statistic)
+    return res, value, taken
+
+
+def _solve_qp(gram, rhs, prior, mask, max_iters, tol, max_fallback_iters, history, warm_start,
+              block_sizes, initial_active, lipschitz, face_stat=None):
     _validation.check_prior(prior)
     shifted = isinstance(gram, _shifted_gram.ShiftedGram)
     dt = jnp.result_type(gram.G if shifted else gram, rhs, jnp.float32)
@@ -627,5 +696,5 @@ def solve_qp(
         G, b, mask, tol, eq, ineq,
         jnp.int32(int(max_iters)), jnp.int32(int(max_fallback_iters)), initial_active,
         None if lipschitz is None else jnp.asarray(lipschitz, dt), history=size,
-        warm_start=int(warm_start), block_sizes=tuple(block_sizes or ()),
+        warm_start=int(warm_start), block_sizes=tuple(block_sizes or ()), face_stat=face_stat,
     )

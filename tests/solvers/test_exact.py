@@ -417,6 +417,37 @@ def test_free_blocks_give_the_full_factorisation_answer(prior):
                                    rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("prior", ["simplex", "nonneg"])
+def test_face_statistic_comes_from_the_final_face_factor(prior):
+    """The statistic sees the factor of the face the solver returns, or says it did not."""
+    from jdeconv._solvers.exact import solve_qp_with_face_statistic
+    G, b, _ = conv_problem(0.7, "motion", noise=0.02)
+    n = b.shape[0]
+
+    def log_det(chol, idx, valid):  # log det G_FF: depends on the face and on the factor
+        return 2 * jnp.sum(jnp.where(valid, jnp.log(jnp.diagonal(chol)), 0))
+
+    def log_det_of(res):
+        free = ~np.asarray(res.active_set)
+        return np.linalg.slogdet(np.asarray(G)[np.ix_(free, free)])[1]
+
+    for blocks in ((16, 32), ()):  # a block, then the full factorisation
+        res, value, taken = solve_qp_with_face_statistic(G, b, log_det, prior=prior,
+                                                         block_sizes=blocks)
+        plain = solve_qp(G, b, prior=prior, block_sizes=blocks)
+        assert bool(taken) and bool(res.converged)
+        np.testing.assert_array_equal(res.solution, plain.solution)
+        np.testing.assert_allclose(float(value), log_det_of(res), rtol=1e-10)
+        assert 0 < int((~np.asarray(res.active_set)).sum()) < n
+    # the primal fallback ends the solve: no statistic, and the caller is told so
+    res, value, taken = solve_qp_with_face_statistic(G, b, log_det, prior=prior, max_iters=1,
+                                                     block_sizes=(16, 32))
+    assert bool(res.converged) and int(res.iterations) > 1
+    assert not bool(taken) and float(value) == 0.0
+    with pytest.raises(TypeError, match="unexpected options"):
+        solve_qp_with_face_statistic(G, b, log_det, bogus=1)
+
+
 def test_default_block_sizes_fine_and_coarse():
     from jdeconv._solvers.exact import default_block_sizes
 
