@@ -122,7 +122,8 @@ def warm_interleaved(fns, reps, slow_s):
     A ratio between two columns then compares calls made under the same load: timed
     one block after the other, a drift of the machine's speed between the blocks
     moved a ratio by up to 0.3 (1.2× against 1.5× for the same code).
-    Returns ``({name: timing}, {name: output})``.
+    Returns ``({name: timing}, {name: output})``; each timing keeps its runs' times
+    (``times_s``, in the order they ran), so that an outlier round can be seen.
     """
     firsts, outs, ts = {}, {}, {name: [] for name in fns}
     for name, fn in fns.items():
@@ -139,7 +140,7 @@ def warm_interleaved(fns, reps, slow_s):
     for name in fns:
         med = float(np.median(ts[name]))
         timings[name] = dict(first_s=firsts[name], warm_s=med, runs=len(ts[name]),
-                             compile_s=max(firsts[name] - med, 0.0))
+                             compile_s=max(firsts[name] - med, 0.0), times_s=ts[name])
     return timings, outs
 
 
