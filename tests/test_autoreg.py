@@ -307,9 +307,9 @@ def test_sequential_path_equals_independent_solves(prior):
     R = _autoreg._basis(("smooth",), ks)
     mask = jnp.ones((K * K,), bool)
 
-    def run(sequential, blocks=()):
+    def run(sequential, blocks=(), max_iters=100):
         return jax.jit(lambda ne, xp, y: _autoreg.solve_candidates(
-            ne, xp, y, cands, R, mask, 1e-10, kernel_shape=ks, prior=prior, max_iters=100,
+            ne, xp, y, cands, R, mask, 1e-10, kernel_shape=ks, prior=prior, max_iters=max_iters,
             sequential=sequential, stencil=_autoreg.stencil(("smooth",)),
             block_sizes=blocks))(ne, _geometry.pad(x, ks, "valid"), y)
 
@@ -321,3 +321,14 @@ def test_sequential_path_equals_independent_solves(prior):
     np.testing.assert_allclose(seq.dof, cold.dof, rtol=1e-8)
     np.testing.assert_allclose(blocked.kernels, cold.kernels, atol=1e-9)
     np.testing.assert_allclose(blocked.dof, cold.dof, rtol=1e-8)
+    if prior == "simplex":
+        # one primal-dual iteration: where the primal fallback finishes the solve (more
+        # than one iteration), the solver's factor is not of the final face, and the dof
+        # come from the full-size face it returns, as a direct computation
+        short = run(True, (16, 32, 48), max_iters=1)
+        assert bool(jnp.all(short.qp.converged)) and bool(jnp.any(short.qp.iterations > 1))
+        mus = cands * jnp.trace(ne.gram) / (K * K)
+        direct = [_autoreg._dof(ne.gram, R, mu, mask & ~act, True, (),
+                                stencil=_autoreg.stencil(("smooth",)), kernel_shape=ks)
+                  for mu, act in zip(mus, short.qp.active_set)]
+        np.testing.assert_allclose(short.dof, direct, rtol=1e-8)
