@@ -16,7 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["ShiftedGram", "block", "dense", "matvec"]
+__all__ = ["ShiftedGram", "block", "dense", "matvec", "rows_matvec", "stencil_matvec"]
 
 
 @jax.tree_util.register_pytree_node_class

@@ -644,7 +644,10 @@ def solve_qp_with_face_statistic(gram, rhs, face_statistic, **options):
     the final face's block of ``gram`` (``(s, s)``, identity on padding entries), the
     block's taps ``idx`` (s,) and which of them are real (``valid``, (s,)); it is
     evaluated inside the solver, on the iteration where the primal-dual active-set
-    method converges, so the face needs no second factorisation.
+    method converges, so the face needs no second factorisation. The statistic is a
+    static argument of the solver's program: call this inside a ``jax.jit`` (as
+    ``"auto"`` does), where it is traced once, not eagerly with a new function each
+    time (each would compile again).
 
     Returns:
       ``(QPResult, value, taken)``: ``taken`` is false where the statistic was not
