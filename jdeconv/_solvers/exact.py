@@ -102,6 +102,7 @@ G (e.g. a constant image) gives a non-finite solution and ``converged=False``.
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import NamedTuple
 
 import jax
@@ -478,7 +479,7 @@ def _active_set_solve(G, b, mask, eq, ineq, tol, lg, bmax, max_iters, max_total,
             obj_h = obj_h.at[i].set(0.5 * jnp.dot(hp, gp - b))
             opt_h = opt_h.at[i].set(_objective.optimality(
                 hp, gp, lambda v: _project(v, mask, eq, ineq), lg, bmax))
-        take = in_p & conv_p & val_ok  # the statistic of the face PDAS stops on
+        take = val_ok  # (phase 0, no violation: PDAS stops on this face)
         stat = (jnp.where(take, val, stat[0]), jnp.where(take, free_s, stat[1]), take | stat[2])
         return (k + 1, phase_n, A_n, h_n, done, fin, stall_n, best_ninf_n, best_h_n, obj_h, opt_h,
                 stat)
@@ -655,14 +656,12 @@ def solve_qp_with_face_statistic(gram, rhs, face_statistic, **options):
       moved a tap to its bound); the caller then computes it otherwise (``value`` is
       0 there).
     """
-    opts = dict(prior="simplex", mask=None, max_iters=100, tol=None, max_fallback_iters=None,
-                history=False, warm_start=None, block_sizes=None, initial_active=None,
-                lipschitz=None)
-    unknown = set(options) - set(opts)
-    if unknown:
-        raise TypeError(f"unexpected options {sorted(unknown)}")
-    opts.update(options)
-    res, (value, taken) = _solve_qp(gram, rhs, *opts.values(), face_stat=face_statistic)
+    try:  # solve_qp's own options and defaults
+        bound = inspect.signature(solve_qp).bind(gram, rhs, **options)
+    except TypeError as e:
+        raise TypeError(f"unexpected options for solve_qp: {e}") from None
+    bound.apply_defaults()
+    res, (value, taken) = _solve_qp(**bound.arguments, face_stat=face_statistic)
     return res, value, taken
 
 
