@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import jdeconv
@@ -73,6 +73,7 @@ _simplex_flags = jax.jit(lambda x, m: _priors.project_flags(x, m, True, True))
 @settings(max_examples=40, deadline=None)
 @given(n=st.sampled_from([1, 7, 961]), seed=st.integers(0, 2**32 - 1),
        log_scale=st.floats(-3, 3), share=st.sampled_from([0.0, 0.3, 1.0]))
+@example(n=961, seed=685527, log_scale=1.5, share=0.0)  # idempotence: 1.9e-14 a tap
 def test_michelot_simplex_projection_equals_the_sort_algorithm(n, seed, log_scale, share):
     """The exact solver's sort-free simplex projection: the sort algorithm's answer, on the support."""
     rng = np.random.default_rng(seed)
@@ -85,8 +86,10 @@ def test_michelot_simplex_projection_equals_the_sort_algorithm(n, seed, log_scal
     want[mask] = project_simplex_np(x[mask])  # the sort algorithm (optax's), in NumPy
     np.testing.assert_allclose(p, want, rtol=0, atol=1e-12 * max(1.0, np.abs(x).max()))
     assert np.all(p >= 0) and np.all(p[~mask] == 0) and abs(p.sum() - 1) < 1e-12
+    # Idempotent, up to the first projection's rounding: projecting p again spreads p's sum error
+    # over its positive taps (n=961 with 3 positive taps: 5.7e-14 of sum error, 1.9e-14 a tap).
     np.testing.assert_allclose(np.asarray(_simplex_flags(jnp.asarray(p), jnp.asarray(mask))),
-                               p, rtol=0, atol=1e-14)  # idempotent
+                               p, rtol=0, atol=1e-14 + abs(p.sum() - 1))
 
 
 def test_michelot_threshold_ends_on_non_finite_input_and_under_vmap():
