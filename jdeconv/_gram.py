@@ -37,7 +37,7 @@ the product of the row and column windows gives four terms:
 The border terms are computed for the lags ``dp <= 0`` only, i.e. for ``G``'s blocks
 ``a <= a'``; the other blocks are their transposes (``G = U + U^T``, ``U`` those blocks
 with the diagonal ones halved: exactly symmetric).  Computing both halves, as before,
-took 2.2-2.4x as long at 255² with a 31 x 31 kernel.  Lag-indexed pieces are turned
+took 2.2-3.0x as long at 255² with a 31 x 31 kernel.  Lag-indexed pieces are turned
 into ``G`` with reshape "skews" (no gathers).  Cost
 ``O(mn log(mn) + k^2 l n + k l^2 m + k^2 l^3)`` flops, memory a few image-sized buffers
 plus ``O(k^2 l^2)``.  Only ``R`` (and the right-hand side of large problems) go through
