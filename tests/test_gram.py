@@ -163,9 +163,10 @@ def test_large_image_paths_equal_im2col(mode, monkeypatch):
     m, n, k, l = (16, 15, 6, 5)  # 5 border rows and 4 border columns per side
     x, y = make_problem(rng, m, n, k, l, mode)
     _, G, b, _ = reference(x, y, k, l, mode)
-    # the spectra of one border row against its 2k - 1 lags, for both blocks
+    # the spectra of one border row against 2k - 1 lags, for both blocks
     per_row = 2 * (2 * k - 1) * (_conv.fast_len(n + 2 * l - 2) // 2 + 1) * 16
-    monkeypatch.setattr(_gram, "_BORDER_BYTES", 2 * per_row)  # rows 2 + 2 + 1; columns 2 + 2
+    # rows (at their k lags dp <= 0) 3 + 2 at a time; columns one at a time
+    monkeypatch.setattr(_gram, "_BORDER_BYTES", 2 * per_row)
     monkeypatch.setattr(_gram, "_CORNER_BYTES", 0)
     monkeypatch.setattr(_gram, "_PARTIAL_DFT_POINTS", 0)
     # a fresh jit: the thresholds are read when the program is traced
