@@ -27,8 +27,8 @@ Columns (every ratio from this one run):
     ``scipy.linalg.cho_factor``/``cho_solve``; building A is timed separately).
 
 Timing: every JAX path is called once first (its compile time, first call − warm
-median, is reported separately), then timed as the median of ``--reps`` (≥ 3) warm
-runs; a path whose single run exceeds ``--slow-s`` is run fewer times (the run count is
+median, is reported separately), then ``--warmup-rounds`` (default 2) untimed rounds,
+then timed as the median of ``--reps`` (≥ 3) warm runs; a path whose single run exceeds ``--slow-s`` is run fewer times (the run count is
 in the JSON). The columns a ratio compares (``normal_equations``, exact and auto) are
 timed in alternation, one call of each per round, so that both sides of a ratio see
 the same load. A loop of single calls is timed per pair over up to ``--batch`` pairs,
@@ -116,18 +116,25 @@ def warm(fn, reps, slow_s):
     return dict(first_s=first, warm_s=med, runs=runs, compile_s=max(first - med, 0.0)), out
 
 
-def warm_interleaved(fns, reps, slow_s):
+def warm_interleaved(fns, reps, slow_s, warmup=0):
     """:func:`warm` for several functions, timed in alternation (one call of each per round).
 
     A ratio between two columns then compares calls made under the same load: timed
     one block after the other, a drift of the machine's speed between the blocks
     moved a ratio by up to 0.3 (1.2× against 1.5× for the same code).
+    ``warmup`` untimed rounds follow the first calls: right after a compile, the first
+    rounds ran up to 1.7× slower (``normal_equations`` at 255², box 31: 34–37 against
+    21–24 ms in the rounds after, 2026-12-08), which inflated the first row's medians.
     Returns ``({name: timing}, {name: output})``; each timing keeps its runs' times
     (``times_s``, in the order they ran), so that an outlier round can be seen.
     """
     firsts, outs, ts = {}, {}, {name: [] for name in fns}
     for name, fn in fns.items():
         firsts[name], outs[name] = _common.timed(fn)
+    if max(firsts.values()) <= slow_s:
+        for _ in range(warmup):
+            for fn in fns.values():
+                fn()
     for _ in range(reps):
         slow = False
         for name, fn in fns.items():
@@ -276,7 +283,7 @@ def single_pair_rows(args):
             if not args.no_auto:
                 fns["auto"] = lambda: jdeconv.estimate_kernel(
                     x, y, box, mode="same", regularization="auto", throw=False)
-            timings, outs = warm_interleaved(fns, args.reps, args.slow_s)
+            timings, outs = warm_interleaved(fns, args.reps, args.slow_s, args.warmup_rounds)
             ne_t, ne, ex_t, est = timings["ne"], outs["ne"], timings["exact"], outs["exact"]
             h_exact = kernel_of(est)
             row = dict(size=args.size, kind=kind, box=box, ne=ne_t, exact=ex_t,
@@ -332,7 +339,7 @@ def im2col_rows(args):
         timings, outs = warm_interleaved(
             {"ne": lambda: jax.block_until_ready(jdeconv.normal_equations(x, y, k, "same")),
              "exact": lambda: jdeconv.estimate_kernel(x, y, k, mode="same", throw=False)},
-            args.reps, args.slow_s)
+            args.reps, args.slow_s, args.warmup_rounds)
         ne_t, ex_t, est = timings["ne"], timings["exact"], outs["exact"]
         yv = np.asarray(_geometry.same_to_valid(y, (k, k))).ravel()
         t_build, A = _common.timed(
@@ -447,6 +454,8 @@ def main(argv=None):
     ap.add_argument("--large-size", type=int, default=512)
     ap.add_argument("--large-kernels", type=int, nargs="+")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--warmup-rounds", type=int, default=2,
+                    help="untimed rounds after the first calls (0: none, as before 2026-12-08)")
     ap.add_argument("--slow-s", type=float, default=120.0,
                     help="a path whose one warm run exceeds this is run fewer times")
     ap.add_argument("--loop-budget-s", type=float, default=300.0)
