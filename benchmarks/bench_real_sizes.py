@@ -28,8 +28,8 @@ Columns (every ratio from this one run):
 
 Timing: every JAX path is called once first (its compile time, first call − warm
 median, is reported separately), then ``--warmup-rounds`` (default 2) untimed rounds,
-then timed as the median of ``--reps`` (≥ 3) warm runs; a path whose single run exceeds ``--slow-s`` is run fewer times (the run count is
-in the JSON). The columns a ratio compares (``normal_equations``, exact and auto) are
+then timed as the median of ``--reps`` (≥ 3) warm runs; a path whose single run exceeds
+``--slow-s`` is run fewer times (the run count is in the JSON). The columns a ratio compares (``normal_equations``, exact and auto) are
 timed in alternation, one call of each per round, so that both sides of a ratio see
 the same load. A loop of single calls is timed per pair over up to ``--batch`` pairs,
 stopping after ``--loop-budget-s`` (with at least 3 pairs): the throughput ratio is
