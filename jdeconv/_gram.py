@@ -426,8 +426,7 @@ def _upper_blocks_to_gram(k: int, l: int, R=None, Vp=None, Vq=None, Vc=None):
         acc = jnp.flip(Vc, 0) if acc is None else acc + jnp.flip(Vc, 0)
     acc = jnp.pad(jnp.broadcast_to(acc, (k, k, l, l)), ((0, 0), (0, k - 1), (0, 0), (0, 0)))
     u = jnp.transpose(_skew(acc, 0, 1), (0, 2, 1, 3))  # [a, b, a', b'], zero where a' < a
-    a = np.arange(k)
-    scale = np.where(a[:, None] < a[None, :], 1.0, np.where(a[:, None] == a[None, :], 0.5, 0.0))
+    scale = np.triu(np.ones((k, k)), 1) + 0.5 * np.eye(k)  # blocks a < a', halved a = a', none below
     u = (u * jnp.asarray(scale[:, None, :, None], u.dtype)).reshape(k * l, k * l)
     return u + u.T
 
